@@ -1,0 +1,1 @@
+"""ONNX export with PyTorch parity checks, and the Triton model repository writer."""

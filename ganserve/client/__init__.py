@@ -1,0 +1,1 @@
+"""Client SDK for the ganserve gRPC API (imports without torch or onnx)."""

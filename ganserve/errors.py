@@ -1,0 +1,15 @@
+"""The one exception hierarchy of ganserve; the CLI and the gRPC layer map it in one place each."""
+
+from __future__ import annotations
+
+
+class GanserveError(Exception):
+    """Base of every error that is the caller's to fix (bad input, missing file, unknown model)."""
+
+
+class DataError(GanserveError, ValueError):
+    """A data set is missing or malformed; the message names the path and what was wrong."""
+
+
+class CheckpointError(GanserveError, ValueError):
+    """A checkpoint is missing, unreadable, or of the wrong kind."""

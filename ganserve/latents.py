@@ -1,0 +1,100 @@
+"""Seed → latent, the same from training, the service and the SDK (NumPy only, no torch).
+
+A seed fully determines a latent through ``np.random.RandomState(seed)``, as in NVlabs/stylegan3,
+so the same request gives the same latent whatever framework or backend runs the generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from enum import Enum
+
+import numpy as np
+
+MAX_SEED = 2**32 - 1
+
+
+class Prior(str, Enum):
+    """The latent distribution a generator was trained with."""
+
+    UNIFORM = "uniform"  # uniform on [-1, 1]^d, as in the small-latent studies
+    NORMAL = "normal"  # standard normal
+
+
+def latent_from_seed(seed: int, latent_dim: int, prior: Prior | str = Prior.UNIFORM) -> np.ndarray:
+    """The float32 latent vector of shape ``[latent_dim]`` that ``seed`` stands for."""
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    rng = np.random.RandomState(int(seed))
+    if Prior(prior) is Prior.UNIFORM:
+        z = rng.uniform(-1.0, 1.0, size=latent_dim)
+    else:
+        z = rng.standard_normal(size=latent_dim)
+    return z.astype(np.float32)
+
+
+def latents_from_seeds(
+    seeds: Iterable[int], latent_dim: int, prior: Prior | str = Prior.UNIFORM
+) -> np.ndarray:
+    """Stacked latents ``[len(seeds), latent_dim]`` for ``seeds``."""
+    rows = [latent_from_seed(s, latent_dim, prior) for s in seeds]
+    if not rows:
+        return np.zeros((0, latent_dim), dtype=np.float32)
+    return np.stack(rows)
+
+
+def parse_seed_ranges(text: str) -> list[int]:
+    """``"0-3,7,10-11"`` → ``[0, 1, 2, 3, 7, 10, 11]`` (ranges are inclusive, as in stylegan3)."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            lo_text, hi_text = part.split("-", 1)
+            lo, hi = int(lo_text), int(hi_text)
+            if hi < lo:
+                raise ValueError(f"seed range {part!r} ends before it starts")
+            seeds.extend(range(lo, hi + 1))
+        else:
+            seeds.append(int(part))
+    for seed in seeds:
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed {seed} outside [0, {MAX_SEED}]")
+    return seeds
+
+
+def lerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Straight-line interpolation between latents."""
+    return ((1.0 - t) * a + t * b).astype(np.float32)
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Spherical interpolation; keeps the norm profile of high-dimensional normal latents."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    norm_a, norm_b = np.linalg.norm(a64), np.linalg.norm(b64)
+    if norm_a == 0.0 or norm_b == 0.0:
+        return lerp(a, b, t)
+    cos = np.clip(np.dot(a64 / norm_a, b64 / norm_b), -1.0, 1.0)
+    omega = np.arccos(cos)
+    if omega < 1e-6:
+        return lerp(a, b, t)
+    s = np.sin(omega)
+    out = (np.sin((1.0 - t) * omega) / s) * a64 + (np.sin(t * omega) / s) * b64
+    return out.astype(np.float32)
+
+
+def path_through(keys: Sequence[np.ndarray], steps: int, method: str = "lerp") -> np.ndarray:
+    """``steps`` latents evenly spaced along the piecewise path through ``keys`` (ends included)."""
+    if len(keys) < 2:
+        raise ValueError("an interpolation path needs at least two key latents")
+    if steps < 2:
+        raise ValueError("an interpolation path needs at least two steps")
+    interpolate = slerp if method == "slerp" else lerp
+    segments = len(keys) - 1
+    frames = []
+    for i in range(steps):
+        position = i * segments / (steps - 1)
+        segment = min(int(position), segments - 1)
+        frames.append(interpolate(keys[segment], keys[segment + 1], position - segment))
+    return np.stack(frames)

@@ -1,0 +1,66 @@
+"""Shared fixtures: tiny data sets the tests make themselves (no downloads)."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
+    """Write ``array`` (uint8) as an IDX file, gzipped when ``compress``."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
+    payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(payload))
+    else:
+        path.write_bytes(payload)
+    return path
+
+
+def pattern_images(
+    count: int, size: int = 28, classes: int = 10, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class is visible (a bright bar at a class-dependent row), plus labels."""
+    rng = np.random.RandomState(seed)
+    labels = np.arange(count) % classes
+    images = (rng.rand(count, size, size) * 60).astype(np.uint8)
+    rows_per_class = size // classes
+    for i, label in enumerate(labels):
+        top = label * rows_per_class
+        images[i, top : top + max(rows_per_class, 2), 4 : size - 4] = 230
+    return images, labels.astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory) -> Path:
+    """An MNIST-layout folder: 256 train and 64 test images, train gzipped, test plain."""
+    folder = tmp_path_factory.mktemp("mnist")
+    train_x, train_y = pattern_images(256, seed=1)
+    test_x, test_y = pattern_images(64, seed=2)
+    write_idx(folder / "train-images-idx3-ubyte", train_x, compress=True)
+    write_idx(folder / "train-labels-idx1-ubyte", train_y, compress=True)
+    write_idx(folder / "t10k-images-idx3-ubyte", test_x)
+    write_idx(folder / "t10k-labels-idx1-ubyte", test_y)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def rgb_folder(tmp_path_factory) -> Path:
+    """An image folder with two class sub-folders of non-square RGB images."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("landscapes")
+    rng = np.random.RandomState(0)
+    for name, colour in (("sea", (20, 60, 200)), ("forest", (30, 160, 40))):
+        (folder / name).mkdir()
+        for i in range(12):
+            pixels = np.clip(rng.normal(colour, 25, size=(40, 52, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{i}.png")
+    return folder

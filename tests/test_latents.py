@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from ganserve.latents import (
+    latent_from_seed,
+    latents_from_seeds,
+    parse_seed_ranges,
+    path_through,
+    slerp,
+)
+
+
+def test_seed_fully_determines_latent_and_matches_randomstate():
+    z = latent_from_seed(42, 8)
+    assert z.dtype == np.float32 and z.shape == (8,)
+    np.testing.assert_array_equal(z, latent_from_seed(42, 8))
+    expected = np.random.RandomState(42).uniform(-1, 1, size=8).astype(np.float32)
+    np.testing.assert_array_equal(z, expected)
+    normal = latent_from_seed(42, 8, "normal")
+    np.testing.assert_array_equal(
+        normal, np.random.RandomState(42).standard_normal(8).astype(np.float32)
+    )
+    assert not np.array_equal(latent_from_seed(43, 8), z)
+
+
+def test_uniform_prior_stays_in_the_unit_cube():
+    z = latents_from_seeds(range(200), 4)
+    assert z.shape == (200, 4) and z.min() >= -1 and z.max() <= 1
+
+
+def test_seed_ranges_parse_like_stylegan():
+    assert parse_seed_ranges("0-3,7, 10-11") == [0, 1, 2, 3, 7, 10, 11]
+    with pytest.raises(ValueError):
+        parse_seed_ranges("5-2")
+    with pytest.raises(ValueError):
+        parse_seed_ranges(str(2**32))
+
+
+def test_slerp_keeps_norm_between_equal_norm_vectors_and_hits_endpoints():
+    a, b = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
+    mid = slerp(a, b, 0.5)
+    assert np.linalg.norm(mid) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(slerp(a, b, 0.0), a, atol=1e-7)
+    np.testing.assert_allclose(slerp(a, b, 1.0), b, atol=1e-7)
+
+
+def test_path_through_key_points_visits_each_key():
+    keys = [np.zeros(2, np.float32), np.ones(2, np.float32), np.array([2.0, 0.0], np.float32)]
+    frames = path_through(keys, 5)
+    np.testing.assert_allclose(frames[0], keys[0])
+    np.testing.assert_allclose(frames[2], keys[1])
+    np.testing.assert_allclose(frames[4], keys[2])
+    np.testing.assert_allclose(frames[1], [0.5, 0.5])

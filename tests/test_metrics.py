@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+import torch
+
+from ganserve.training.metrics import (
+    WEAK_IC,
+    class_consistency,
+    feature_statistics,
+    frechet_distance,
+    independent_classifier_test,
+)
+
+
+def test_frechet_distance_of_identical_sets_is_zero():
+    features = np.random.RandomState(0).normal(size=(500, 6))
+    stats = feature_statistics(features)
+    assert frechet_distance(*stats, *stats) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_frechet_distance_matches_the_closed_form_for_known_gaussians():
+    mu1, mu2 = np.zeros(3), np.array([1.0, 2.0, 2.0])
+    s1, s2 = np.diag([1.0, 4.0, 9.0]), np.diag([4.0, 1.0, 9.0])
+    # ||mu1-mu2||^2 + sum(a + b - 2 sqrt(ab)) = 9 + (1+4-4) + (4+1-4) + 0
+    assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(11.0, abs=1e-6)
+
+
+def test_frechet_distance_grows_with_separation():
+    rng = np.random.RandomState(1)
+    base = feature_statistics(rng.normal(size=(2000, 4)))
+    near = feature_statistics(rng.normal(loc=0.1, size=(2000, 4)))
+    far = feature_statistics(rng.normal(loc=2.0, size=(2000, 4)))
+    assert frechet_distance(*base, *near) < frechet_distance(*base, *far)
+    assert frechet_distance(*base, *far) == pytest.approx(16.0, rel=0.1)
+
+
+def _images(n, value, seed):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 1, 28, 28, generator=g) * 0.2 + value).clamp(-1, 1)
+
+
+def test_independent_classifier_cannot_tell_identical_distributions_apart():
+    real = _images(400, 0.0, seed=1)
+    fake = _images(400, 0.0, seed=2)  # same distribution, other draws
+    error = independent_classifier_test(real, fake, WEAK_IC, seed=0).error
+    assert 0.35 <= error <= 0.65
+
+
+def test_independent_classifier_separates_disjoint_sets():
+    real = _images(400, 0.5, seed=1)
+    fake = _images(400, -0.5, seed=2)
+    result = independent_classifier_test(real, fake, WEAK_IC, seed=0)
+    assert result.error <= 0.02
+    assert result.train_size == 400 and result.test_size == 400
+
+
+def test_independent_classifier_does_not_disturb_the_callers_random_stream():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    independent_classifier_test(_images(8, 0, 1), _images(8, 0, 2), WEAK_IC)
+    torch.testing.assert_close(torch.rand(3), expected)
+
+
+def test_class_consistency_counts_argmax_hits():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    assert class_consistency(probs, np.array([0, 1, 1, 1])) == 0.75

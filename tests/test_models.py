@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from ganserve.training.config import Family, ModelConfig
+from ganserve.training.layers import ACTIVATIONS
+from ganserve.training.models import build_classifier, build_gan, count_parameters
+
+
+def test_dcgan_matches_study_a_parameter_counts():
+    g, d = build_gan(ModelConfig(family=Family.DCGAN, latent_dim=2))
+    assert count_parameters(d) == 212_865  # study A's discriminator
+    assert count_parameters(g) == 1_051_585  # "~1.1 M" at a 2-D latent
+
+
+def test_mlp_gan_matches_study_b_parameter_count():
+    g, d = build_gan(ModelConfig(family=Family.MLP, latent_dim=100))
+    assert count_parameters(g) + count_parameters(d) == 2_950_161
+
+
+@pytest.mark.parametrize(
+    ("family", "conditional", "size", "channels"),
+    [
+        (Family.MLP, False, 28, 1),
+        (Family.MLP, True, 28, 1),
+        (Family.DCGAN, False, 28, 1),
+        (Family.DCGAN, True, 28, 1),
+        (Family.DCGAN_RGB, False, 32, 3),
+        (Family.DCGAN_RGB, True, 64, 3),
+        (Family.DCGAN_RGB, False, 128, 3),
+    ],
+)
+def test_generators_make_images_in_range_and_name_every_layer(family, conditional, size, channels):
+    cfg = ModelConfig(
+        family=family,
+        conditional=conditional,
+        latent_dim=3,
+        width=0.25,
+        image_size=size,
+        channels=channels,
+    )
+    g, d = build_gan(cfg)
+    z = torch.rand(3, 3) * 2 - 1
+    labels = torch.tensor([0, 1, 2]) if conditional else None
+    g.eval()
+    outputs = g.forward_with_activations(z, labels)
+    image = outputs[-1]
+    assert image.shape == (3, channels, size, size)
+    assert image.min() >= -1 and image.max() <= 1
+    assert len(outputs) == len(g.layer_names) and g.layer_names[-1] == "image"
+    assert len(set(g.layer_names)) == len(g.layer_names)
+    torch.testing.assert_close(g(z, labels), image)
+    assert d(image, labels).shape == (3,)
+
+
+def test_conditional_generator_refuses_missing_labels():
+    g, _ = build_gan(ModelConfig(family=Family.DCGAN, conditional=True, latent_dim=2, width=0.25))
+    with pytest.raises(ValueError, match="labels"):
+        g(torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_every_activation_builds_and_runs(activation):
+    g, _ = build_gan(
+        ModelConfig(family=Family.DCGAN, latent_dim=2, width=0.25, activation=activation)
+    )
+    assert g.eval()(torch.zeros(2, 2)).shape == (2, 1, 28, 28)
+
+
+def test_unknown_activation_is_refused_with_choices():
+    with pytest.raises(ValueError, match="leaky_relu"):
+        build_gan(ModelConfig(activation="swishy"))
+
+
+def test_classifier_exposes_features_and_logits():
+    classifier = build_classifier(
+        ModelConfig(family=Family.CLASSIFIER, channels=1, num_classes=10)
+    ).eval()
+    x = torch.zeros(2, 1, 28, 28)
+    assert classifier.layer_names == ["conv1", "conv2", "features", "logits"]
+    assert classifier(x).shape == (2, 10)
+    assert classifier.features(x).shape == (2, 128)

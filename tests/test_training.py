@@ -1,0 +1,143 @@
+"""End-to-end training through the real CLI on tiny data the tests make."""
+
+import csv
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from ganserve.cli import main
+from ganserve.training.checkpoint import load_checkpoint
+from ganserve.training.monitor import BalanceWatch
+
+FAST = ["--width", "0.25", "--epochs", "1", "--batch-size", "64", "--progress", "false"]
+
+
+def train(out, data, *extra):
+    assert main(["train", "--data", str(data), "--out", str(out), *FAST, *extra]) == 0
+    return out / "checkpoints" / "last.pt"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--family", "mlp", "--latent-dim", "100", "--activation", "relu"],
+        ["--family", "mlp", "--conditional", "true", "--latent-dim", "4"],
+        ["--family", "dcgan", "--latent-dim", "2", "--activation", "prelu", "--loss", "hinge"],
+        ["--family", "dcgan", "--conditional", "true", "--latent-dim", "3", "--ema-decay", "0.99"],
+    ],
+    ids=["mlp", "mlp-conditional", "dcgan-2d-hinge", "dcgan-conditional-ema"],
+)
+def test_one_epoch_of_each_family_on_idx_data(tmp_path, idx_dir, flags):
+    ckpt_path = train(tmp_path, idx_dir, *flags, "--weak-ic-every", "0")
+    ckpt = load_checkpoint(ckpt_path)
+    assert ckpt.kind == "gan" and ckpt.epoch == 1
+    assert ckpt.data_info.train_images == 256 and ckpt.model.image_size == 28
+    grid = Image.open(tmp_path / "grids" / "epoch_0001.png")
+    tile = 28 + 2
+    if ckpt.model.conditional:  # one row per class, 8 fixed latents per row
+        assert grid.size == (8 * tile + 2, 10 * tile + 2)
+    else:  # the studies' 4×4 grid of fixed latent points
+        assert grid.size == (4 * tile + 2, 4 * tile + 2)
+    rows = list(csv.DictReader((tmp_path / "history.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1"] and float(rows[0]["d_loss"]) > 0
+    z = torch.zeros(2, ckpt.model.latent_dim)
+    labels = torch.tensor([0, 1]) if ckpt.model.conditional else None
+    assert ckpt.generator()(z, labels).shape == (2, 1, 28, 28)
+
+
+def test_rgb_dcgan_trains_on_an_image_folder(tmp_path, rgb_folder):
+    ckpt = load_checkpoint(
+        train(
+            tmp_path, rgb_folder, "--family", "dcgan-rgb", "--image-size", "32", "--latent-dim", "8"
+        )
+    )
+    assert (ckpt.model.channels, ckpt.model.image_size, ckpt.model.num_classes) == (3, 32, 2)
+    assert Image.open(tmp_path / "grids" / "epoch_0001.png").mode == "RGB"
+
+
+def _states_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_continues_bit_identically(tmp_path, idx_dir):
+    flags = ["--data", str(idx_dir), "--family", "dcgan", "--conditional", "true", "--latent-dim", "3",
+             "--width", "0.25", "--batch-size", "64", "--ema-decay", "0.9", "--checkpoint-every", "1",
+             "--weak-ic-every", "1", "--subset", "128", "--progress", "false"]  # fmt: skip
+    straight = tmp_path / "straight"
+    assert main(["train", "--out", str(straight), "--epochs", "2", *flags]) == 0
+    resumed = tmp_path / "resumed"
+    assert main(["train", "--out", str(resumed), "--epochs", "1", *flags]) == 0
+    assert main(["train", "--resume", str(resumed / "checkpoints" / "epoch_0001.pt"), "--epochs", "2",
+                 "--out", str(resumed), "--progress", "false"]) == 0  # fmt: skip
+    a = load_checkpoint(straight / "checkpoints" / "last.pt").raw
+    b = load_checkpoint(resumed / "checkpoints" / "last.pt").raw
+    assert a["epoch"] == b["epoch"] == 2
+    for part in ("generator", "discriminator", "ema"):
+        assert _states_equal(a[part], b[part]), part
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    history = list(csv.DictReader((resumed / "history.csv").open()))
+    assert [r["epoch"] for r in history] == ["1", "2"]  # no duplicated rows after resume
+    straight_rows = list(csv.DictReader((straight / "history.csv").open()))
+    assert history[1]["d_loss"] == straight_rows[1]["d_loss"]
+
+
+def test_same_seed_same_run_other_seed_other_run(tmp_path, idx_dir):
+    flags = ["--family", "dcgan", "--latent-dim", "2", "--weak-ic-every", "0", "--subset", "64"]
+    a = load_checkpoint(train(tmp_path / "a", idx_dir, *flags)).raw["generator"]
+    b = load_checkpoint(train(tmp_path / "b", idx_dir, *flags)).raw["generator"]
+    c = load_checkpoint(train(tmp_path / "c", idx_dir, *flags, "--seed", "1")).raw["generator"]
+    assert _states_equal(a, b)
+    assert not _states_equal(a, c)
+
+
+def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys):
+    classifier = train(tmp_path / "cls", idx_dir, "--family", "classifier", "--epochs", "3")
+    assert load_checkpoint(classifier).metrics["test_accuracy"] > 0.5  # the bars are easy to learn
+    gan = train(tmp_path / "gan", idx_dir, "--family", "dcgan", "--conditional", "true", "--latent-dim", "3",
+                "--weak-ic-every", "0")  # fmt: skip
+    out = tmp_path / "metrics.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                str(gan),
+                "--classifier",
+                str(classifier),
+                "--ic",
+                "weak",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    report = json.loads(out.read_text())
+    assert 0.0 <= report["independent_classifier"]["error"] <= 0.5
+    fd = report["frechet_distance"]
+    assert fd["generated_vs_test"] > fd["real_train_vs_test"] >= 0  # one epoch is far from real
+    assert 0.0 <= report["class_consistency"] <= 1.0
+    assert sum(report["class_histogram"].values()) == pytest.approx(1.0)
+
+
+def test_cli_reports_a_missing_data_set_without_traceback(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "Traceback" not in err
+
+
+def test_config_values_come_from_environment_variables(tmp_path, idx_dir, monkeypatch):
+    monkeypatch.setenv("GANSERVE_LATENT_DIM", "5")
+    monkeypatch.setenv("GANSERVE_FAMILY", "mlp")
+    ckpt = load_checkpoint(train(tmp_path, idx_dir, "--weak-ic-every", "0", "--subset", "64"))
+    assert ckpt.model.latent_dim == 5 and ckpt.model.family.value == "mlp"
+
+
+def test_balance_watch_warns_only_after_patience():
+    watch = BalanceWatch((0.3, 0.9), patience=3)
+    assert watch.update(1, 0.05, 5.0) is None
+    assert watch.update(2, 0.05, 5.0) is None
+    message = watch.update(3, 0.05, 5.0)
+    assert message and "discriminator is winning" in message
+    assert watch.update(4, 0.6, 1.0) is None and watch.streak == 0

@@ -1,0 +1,1 @@
+"""PyTorch GANs, data sets, training loop, checkpoints and evaluation."""

@@ -1,0 +1,100 @@
+"""Typed configuration for models, data and training runs; every checkpoint carries these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from ganserve.latents import Prior
+
+
+class Family(str, Enum):
+    """Which architecture of the studies to build."""
+
+    MLP = "mlp"  # study B's MLP GAN
+    DCGAN = "dcgan"  # study A's 28×28 DCGAN
+    DCGAN_RGB = "dcgan-rgb"  # 32/64/128 px RGB DCGAN (landscape / cat-face experiments)
+    CLASSIFIER = "classifier"  # the class model used by ClassMap and evaluation
+
+
+class Loss(str, Enum):
+    NONSATURATING = "nonsaturating"
+    HINGE = "hinge"
+
+
+@dataclass
+class ModelConfig:
+    family: Family = field(default=Family.DCGAN, metadata={"help": "architecture"})
+    conditional: bool = field(
+        default=False, metadata={"help": "class-conditional GAN (label joined to z and D input)"}
+    )
+    latent_dim: int = field(default=100, metadata={"help": "size of the latent vector z"})
+    prior: Prior = field(default=Prior.UNIFORM, metadata={"help": "latent prior"})
+    activation: str = field(
+        default="leaky_relu",
+        metadata={"help": "generator hidden activation: relu, leaky_relu, prelu, elu, selu"},
+    )
+    activation_slope: float | None = field(
+        default=None,
+        metadata={
+            "help": "leaky_relu/prelu slope in G (none = family default: dcgan 0.3, else 0.2)"
+        },
+    )
+    d_activation_slope: float | None = field(
+        default=None, metadata={"help": "LeakyReLU slope in D (none = family default)"}
+    )
+    width: float = field(
+        default=1.0, metadata={"help": "width multiplier for channels/units (1.0 = the studies')"}
+    )
+    embed_dim: int = field(default=50, metadata={"help": "label embedding size (conditional)"})
+    dropout: float = field(default=0.3, metadata={"help": "discriminator dropout"})
+    # Filled from the data set, not from flags.
+    channels: int = field(default=1, metadata={"help": "image channels (set from the data)"})
+    image_size: int = field(default=28, metadata={"help": "image side in pixels (set from data)"})
+    num_classes: int = field(default=10, metadata={"help": "classes (set from the data)"})
+
+
+@dataclass
+class DataConfig:
+    data: str = field(
+        default="fashion-mnist",
+        metadata={
+            "help": "fashion-mnist (Debian path), digits (sklearn), an IDX folder (MNIST layout), "
+            "or an image folder"
+        },
+    )
+    image_size: int = field(
+        default=0, metadata={"help": "resize image folders/digits to this side (0 = natural)"}
+    )
+    subset: int = field(default=0, metadata={"help": "use only the first N training images"})
+    held_out_fraction: float = field(
+        default=0.1, metadata={"help": "test split for sources without one (folders, digits)"}
+    )
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = field(default=30, metadata={"help": "epochs to train (total, also on resume)"})
+    batch_size: int = field(default=128, metadata={"help": "batch size"})
+    lr: float = field(default=2e-4, metadata={"help": "Adam learning rate (both networks)"})
+    beta1: float = field(default=0.5, metadata={"help": "Adam beta1"})
+    beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
+    loss: Loss = field(default=Loss.NONSATURATING, metadata={"help": "GAN loss"})
+    ema_decay: float = field(
+        default=0.0, metadata={"help": "EMA decay for G weights (0 = off, e.g. 0.999)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed for weights, shuffling and noise"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
+    out: str = field(default="runs/gan", metadata={"help": "run directory"})
+    checkpoint_every: int = field(default=5, metadata={"help": "save a checkpoint every N epochs"})
+    weak_ic_every: int = field(
+        default=5, metadata={"help": "weak independent-classifier test every N epochs (0 = off)"}
+    )
+    healthy_d_loss: tuple[float, float] = field(
+        default=(0.3, 0.9),
+        metadata={"help": "healthy band of the mean D loss per term (study B: 0.5–0.6)"},
+    )
+    balance_patience: int = field(
+        default=5, metadata={"help": "warn after this many epochs outside the healthy band"}
+    )
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})

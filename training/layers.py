@@ -1,0 +1,72 @@
+"""Building blocks: configurable activations and a stack of named blocks whose outputs are kept."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "selu")
+
+
+def make_activation(name: str, slope: float = 0.2) -> nn.Module:
+    """The activation module called ``name`` (``slope`` for leaky_relu / prelu's start)."""
+    if name == "relu":
+        return nn.ReLU()
+    if name == "leaky_relu":
+        return nn.LeakyReLU(slope)
+    if name == "prelu":
+        return nn.PReLU(init=slope)
+    if name == "elu":
+        return nn.ELU()
+    if name == "selu":
+        return nn.SELU()
+    raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+
+class NamedBlocks(nn.Module):
+    """Blocks run in order; each block's name is the stable name of its output activation.
+
+    The names are what ONNX export turns into extra outputs and what LayerActivations asks for,
+    so renaming a block is an API change.
+    """
+
+    def __init__(self, blocks: list[tuple[str, nn.Module]]):
+        super().__init__()
+        self.blocks = nn.ModuleDict(blocks)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self.blocks.keys())
+
+    def forward_all(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = []
+        for block in self.blocks.values():
+            x = block(x)
+            outputs.append(x)
+        return outputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks.values():
+            x = block(x)
+        return x
+
+
+class Reshape(nn.Module):
+    def __init__(self, *shape: int):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.shape)
+
+
+def init_gan_weights(module: nn.Module) -> None:
+    """DCGAN initialisation: N(0, 0.02) weights, BN scale N(1, 0.02), zero biases."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)

@@ -1,0 +1,152 @@
+"""Quality metrics: the studies' independent-classifier test, a classifier-feature Fréchet distance,
+and class consistency of conditional generators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import linalg
+from torch import nn
+
+from ganserve.latents import latents_from_seeds
+
+from .models import Classifier, Generator
+
+
+@dataclass(frozen=True)
+class ICStrength:
+    """How hard the independent classifier tries: the studies' "weak" (every few epochs) or "strong"."""
+
+    name: str
+    max_per_side: int
+    width: float
+    steps: int  # optimiser steps, not epochs: a small set must not leave the classifier untrained
+
+
+WEAK_IC = ICStrength("weak", max_per_side=2000, width=0.25, steps=300)
+STRONG_IC = ICStrength("strong", max_per_side=10000, width=0.5, steps=2000)
+
+
+@dataclass
+class ICResult:
+    error: float  # test error of the real-vs-fake classifier; 0.5 means indistinguishable
+    train_size: int
+    test_size: int
+    strength: str
+
+
+def independent_classifier_test(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    strength: ICStrength = WEAK_IC,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> ICResult:
+    """Train a fresh CNN to tell ``real`` from ``fake`` images ([-1, 1]) and report its test error.
+
+    Each side is split 50/50 into train and test halves; the sides are balanced, so chance is 50%.
+    Runs under its own RNG so calling it never changes the caller's random stream.
+    """
+    n = min(len(real), len(fake), strength.max_per_side)
+    if n < 4:
+        raise ValueError(f"the independent classifier needs at least 4 images per side, got {n}")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        order = torch.randperm(n)
+        half = n // 2
+        train_idx, test_idx = order[:half], order[half : 2 * half]
+        x_train = torch.cat([real[:n][train_idx], fake[:n][train_idx]])
+        y_train = torch.cat([torch.ones(half), torch.zeros(half)]).long()
+        x_test = torch.cat([real[:n][test_idx], fake[:n][test_idx]])
+        y_test = torch.cat([torch.ones(half), torch.zeros(half)]).long()
+
+        model = Classifier(real.shape[1], 2, width=strength.width)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        loss_fn = nn.CrossEntropyLoss()
+        model.train()
+        step = 0
+        while step < strength.steps:
+            perm = torch.randperm(len(x_train))
+            for start in range(0, len(perm), batch_size):
+                idx = perm[start : start + batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                loss_fn(model(x_train[idx]), y_train[idx]).backward()
+                optimizer.step()
+                step += 1
+                if step == strength.steps:
+                    break
+        model.eval()
+        with torch.no_grad():
+            predictions = torch.cat(
+                [model(x_test[s : s + 512]).argmax(1) for s in range(0, len(x_test), 512)]
+            )
+    error = float((predictions != y_test).float().mean())
+    return ICResult(
+        error=error, train_size=len(x_train), test_size=len(x_test), strength=strength.name
+    )
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of ``features`` ``[N, D]`` (float64)."""
+    features = np.asarray(features, dtype=np.float64)
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, eps: float = 1e-6
+) -> float:
+    """Fréchet distance between Gaussians N(mu1, sigma1) and N(mu2, sigma2) (as in FID)."""
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    covmean = covmean.real
+    return float(
+        max(0.0, diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    )
+
+
+@torch.no_grad()
+def classifier_outputs(
+    classifier: Classifier, images: torch.Tensor, batch_size: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """Penultimate features ``[N, D]`` and class probabilities ``[N, K]`` for ``images``."""
+    classifier.eval()
+    features, probabilities = [], []
+    for start in range(0, len(images), batch_size):
+        activations = classifier.forward_with_activations(images[start : start + batch_size])
+        features.append(activations[-2].numpy())
+        probabilities.append(torch.softmax(activations[-1], dim=1).numpy())
+    return np.concatenate(features), np.concatenate(probabilities)
+
+
+def class_consistency(probabilities: np.ndarray, requested: np.ndarray) -> float:
+    """Share of samples whose most likely class is the requested one."""
+    return float((probabilities.argmax(axis=1) == requested).mean())
+
+
+@torch.no_grad()
+def generate_samples(
+    generator: Generator,
+    count: int,
+    prior: str,
+    num_classes: int,
+    first_seed: int = 0,
+    batch_size: int = 512,
+) -> tuple[torch.Tensor, np.ndarray | None]:
+    """``count`` images from seeds ``first_seed…``; conditional models get labels 0, 1, 2, … cyclically."""
+    generator.eval()
+    latents = torch.from_numpy(
+        latents_from_seeds(range(first_seed, first_seed + count), generator.latent_dim, prior)
+    )
+    labels = np.arange(count) % num_classes if generator.conditional else None
+    images = []
+    for start in range(0, count, batch_size):
+        batch_labels = (
+            None if labels is None else torch.from_numpy(labels[start : start + batch_size])
+        )
+        images.append(generator(latents[start : start + batch_size], batch_labels))
+    return torch.cat(images), labels

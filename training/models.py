@@ -1,0 +1,327 @@
+"""The studies' networks: MLP GAN, 28×28 DCGAN, RGB DCGAN, their conditional variants, a classifier.
+
+At ``width=1`` the 28×28 DCGAN matches study A (D: 212,865 parameters; G: ~1.05 M at latent 2)
+and the MLP GAN matches study B (2,950,161 parameters at latent 100).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .config import Family, ModelConfig
+from .layers import NamedBlocks, Reshape, init_gan_weights, make_activation
+
+# Study A used LeakyReLU 0.3 in its DCGAN; study B used 0.2 in its MLP GAN and DCGAN-style nets.
+DEFAULT_SLOPE = {Family.DCGAN: 0.3, Family.MLP: 0.2, Family.DCGAN_RGB: 0.2}
+RGB_SIZES = (32, 64, 128)
+
+
+def _scaled(channels: int, width: float) -> int:
+    return max(4, round(channels * width))
+
+
+def _g_activation(cfg: ModelConfig) -> nn.Module:
+    slope = cfg.activation_slope if cfg.activation_slope is not None else DEFAULT_SLOPE[cfg.family]
+    return make_activation(cfg.activation, slope)
+
+
+def _d_slope(cfg: ModelConfig) -> float:
+    return (
+        cfg.d_activation_slope if cfg.d_activation_slope is not None else DEFAULT_SLOPE[cfg.family]
+    )
+
+
+class Generator(nn.Module):
+    """z (and a class label when conditional) → image in [-1, 1], through named blocks."""
+
+    def __init__(self, cfg: ModelConfig, body: NamedBlocks):
+        super().__init__()
+        self.latent_dim = cfg.latent_dim
+        self.conditional = cfg.conditional
+        self.embed = nn.Embedding(cfg.num_classes, cfg.embed_dim) if cfg.conditional else None
+        self.body = body
+
+    @property
+    def layer_names(self) -> list[str]:
+        return self.body.layer_names
+
+    def _input(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        if self.embed is None:
+            return z
+        if labels is None:
+            raise ValueError("a conditional generator needs class labels")
+        return torch.cat([z, self.embed(labels)], dim=1)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.body(self._input(z, labels))
+
+    def forward_with_activations(
+        self, z: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> list[torch.Tensor]:
+        """Every block's output in ``layer_names`` order; the last one is the image."""
+        return self.body.forward_all(self._input(z, labels))
+
+
+class Discriminator(nn.Module):
+    """image (and a class label when conditional) → one real/fake logit per image."""
+
+    def __init__(self, cfg: ModelConfig, body: NamedBlocks, flat_input: bool):
+        super().__init__()
+        self.flat_input = flat_input
+        self.image_shape = (cfg.channels, cfg.image_size, cfg.image_size)
+        self.label_input: nn.Module | None = None
+        if cfg.conditional:
+            pixels = cfg.image_size * cfg.image_size
+            # MLP: the embedding is joined to the flat image; conv: it becomes one extra plane.
+            self.label_input = (
+                nn.Embedding(cfg.num_classes, cfg.embed_dim)
+                if flat_input
+                else nn.Sequential(
+                    nn.Embedding(cfg.num_classes, cfg.embed_dim),
+                    nn.Linear(cfg.embed_dim, pixels),
+                    Reshape(1, cfg.image_size, cfg.image_size),
+                )
+            )
+        self.body = body
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        x = images.flatten(1) if self.flat_input else images
+        if self.label_input is not None:
+            if labels is None:
+                raise ValueError("a conditional discriminator needs class labels")
+            x = torch.cat([x, self.label_input(labels)], dim=1)
+        return self.body(x).reshape(-1)
+
+
+class Classifier(nn.Module):
+    """A small CNN: class logits, plus penultimate ``features`` for the Fréchet distance."""
+
+    def __init__(self, channels: int, num_classes: int, width: float = 1.0, dropout: float = 0.3):
+        super().__init__()
+        c1, c2, hidden = _scaled(32, width), _scaled(64, width), _scaled(128, width)
+        self.body = NamedBlocks(
+            [
+                (
+                    "conv1",
+                    nn.Sequential(
+                        nn.Conv2d(channels, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
+                    ),
+                ),
+                (
+                    "conv2",
+                    nn.Sequential(nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
+                ),
+                (
+                    "features",
+                    nn.Sequential(
+                        nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(c2 * 49, hidden), nn.ReLU()
+                    ),
+                ),
+                ("logits", nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))),
+            ]
+        )
+
+    @property
+    def layer_names(self) -> list[str]:
+        return self.body.layer_names
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body(images)
+
+    def forward_with_activations(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.body.forward_all(images)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.body.forward_all(images)[-2]
+
+
+def _generator_input_dim(cfg: ModelConfig) -> int:
+    return cfg.latent_dim + (cfg.embed_dim if cfg.conditional else 0)
+
+
+def _mlp_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
+    pixels = cfg.channels * cfg.image_size * cfg.image_size
+    g_units = [_scaled(u, cfg.width) for u in (256, 512, 1024)]
+    g_blocks: list[tuple[str, nn.Module]] = []
+    previous = _generator_input_dim(cfg)
+    for i, units in enumerate(g_units, start=1):
+        g_blocks.append(
+            (
+                f"fc{i}",
+                nn.Sequential(
+                    nn.Linear(previous, units), nn.BatchNorm1d(units), _g_activation(cfg)
+                ),
+            )
+        )
+        previous = units
+    g_blocks.append(
+        (
+            "image",
+            nn.Sequential(
+                nn.Linear(previous, pixels),
+                nn.Tanh(),
+                Reshape(cfg.channels, cfg.image_size, cfg.image_size),
+            ),
+        )
+    )
+    d_units = [_scaled(u, cfg.width) for u in (1024, 512, 256)]
+    d_blocks: list[tuple[str, nn.Module]] = []
+    previous = pixels + (cfg.embed_dim if cfg.conditional else 0)
+    for i, units in enumerate(d_units, start=1):
+        d_blocks.append(
+            (
+                f"fc{i}",
+                nn.Sequential(
+                    nn.Linear(previous, units), nn.LeakyReLU(_d_slope(cfg)), nn.Dropout(cfg.dropout)
+                ),
+            )
+        )
+        previous = units
+    d_blocks.append(("logit", nn.Linear(previous, 1)))
+    return NamedBlocks(g_blocks), NamedBlocks(d_blocks)
+
+
+def _dcgan28_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
+    if cfg.image_size != 28:
+        raise ValueError(
+            f"the dcgan family is for 28×28 images, got {cfg.image_size}; use dcgan-rgb"
+        )
+    c1, c2, c3 = (_scaled(c, cfg.width) for c in (256, 128, 64))
+    # TF "same" padding for a 5×5 transposed conv: padding 2, and output_padding 1 at stride 2.
+    g = NamedBlocks(
+        [
+            (
+                "project",
+                nn.Sequential(
+                    nn.Linear(_generator_input_dim(cfg), 7 * 7 * c1, bias=False),
+                    Reshape(c1, 7, 7),
+                    nn.BatchNorm2d(c1),
+                    _g_activation(cfg),
+                ),
+            ),
+            (
+                "deconv1",
+                nn.Sequential(
+                    nn.ConvTranspose2d(c1, c2, 5, 1, 2, bias=False),
+                    nn.BatchNorm2d(c2),
+                    _g_activation(cfg),
+                ),
+            ),
+            (
+                "deconv2",
+                nn.Sequential(
+                    nn.ConvTranspose2d(c2, c3, 5, 2, 2, output_padding=1, bias=False),
+                    nn.BatchNorm2d(c3),
+                    _g_activation(cfg),
+                ),
+            ),
+            (
+                "image",
+                nn.Sequential(
+                    nn.ConvTranspose2d(c3, cfg.channels, 5, 2, 2, output_padding=1), nn.Tanh()
+                ),
+            ),
+        ]
+    )
+    d1, d2 = _scaled(64, cfg.width), _scaled(128, cfg.width)
+    in_channels = cfg.channels + (1 if cfg.conditional else 0)
+    slope = _d_slope(cfg)
+    d = NamedBlocks(
+        [
+            (
+                "conv1",
+                nn.Sequential(
+                    nn.Conv2d(in_channels, d1, 5, 2, 2),
+                    nn.LeakyReLU(slope),
+                    nn.Dropout(cfg.dropout),
+                ),
+            ),
+            (
+                "conv2",
+                nn.Sequential(
+                    nn.Conv2d(d1, d2, 5, 2, 2), nn.LeakyReLU(slope), nn.Dropout(cfg.dropout)
+                ),
+            ),
+            ("logit", nn.Sequential(nn.Flatten(), nn.Linear(d2 * 7 * 7, 1))),
+        ]
+    )
+    return g, d
+
+
+def _dcgan_rgb_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
+    if cfg.image_size not in RGB_SIZES:
+        raise ValueError(f"dcgan-rgb supports image sizes {RGB_SIZES}, got {cfg.image_size}")
+    stages = int(math.log2(cfg.image_size // 4))  # 4×4 → image_size, one doubling per stage
+    base = _scaled(64, cfg.width)
+    channels = [base * 2 ** (stages - 1 - i) for i in range(stages)]  # e.g. 512, 256, 128, 64
+    g_blocks: list[tuple[str, nn.Module]] = [
+        (
+            "project",
+            nn.Sequential(
+                nn.Linear(_generator_input_dim(cfg), 4 * 4 * channels[0], bias=False),
+                Reshape(channels[0], 4, 4),
+                nn.BatchNorm2d(channels[0]),
+                _g_activation(cfg),
+            ),
+        )
+    ]
+    for i in range(stages - 1):
+        g_blocks.append(
+            (
+                f"up{i + 1}",
+                nn.Sequential(
+                    nn.ConvTranspose2d(channels[i], channels[i + 1], 4, 2, 1, bias=False),
+                    nn.BatchNorm2d(channels[i + 1]),
+                    _g_activation(cfg),
+                ),
+            )
+        )
+    g_blocks.append(
+        ("image", nn.Sequential(nn.ConvTranspose2d(channels[-1], cfg.channels, 4, 2, 1), nn.Tanh()))
+    )
+
+    slope = _d_slope(cfg)
+    d_channels = list(reversed(channels))  # 64, 128, 256, 512
+    previous = cfg.channels + (1 if cfg.conditional else 0)
+    d_blocks: list[tuple[str, nn.Module]] = []
+    for i, out in enumerate(d_channels):
+        norm: nn.Module = nn.BatchNorm2d(out) if i > 0 else nn.Identity()
+        d_blocks.append(
+            (
+                f"conv{i + 1}",
+                nn.Sequential(nn.Conv2d(previous, out, 4, 2, 1), norm, nn.LeakyReLU(slope)),
+            )
+        )
+        previous = out
+    d_blocks.append(
+        ("logit", nn.Sequential(nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(previous * 16, 1)))
+    )
+    return NamedBlocks(g_blocks), NamedBlocks(d_blocks)
+
+
+def build_gan(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
+    """A freshly initialised (N(0, 0.02)) generator and discriminator for ``cfg``."""
+    builders = {
+        Family.MLP: _mlp_pair,
+        Family.DCGAN: _dcgan28_pair,
+        Family.DCGAN_RGB: _dcgan_rgb_pair,
+    }
+    if cfg.family not in builders:
+        raise ValueError(f"{cfg.family.value} is not a GAN family")
+    g_body, d_body = builders[cfg.family](cfg)
+    generator = Generator(cfg, g_body)
+    discriminator = Discriminator(cfg, d_body, flat_input=cfg.family is Family.MLP)
+    init_gan_weights(generator)
+    init_gan_weights(discriminator)
+    return generator, discriminator
+
+
+def build_classifier(cfg: ModelConfig) -> Classifier:
+    return Classifier(cfg.channels, cfg.num_classes, width=cfg.width, dropout=cfg.dropout)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,417 @@
+"""Training loops for GANs and the classifier: seeded, checkpointed, exactly resumable."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ganserve.errors import CheckpointError
+from ganserve.latents import latents_from_seeds
+
+from .checkpoint import (
+    DataInfo,
+    capture_rng_state,
+    checkpoint_dict,
+    load_checkpoint,
+    restore_rng_state,
+    save_atomic,
+)
+from .config import DataConfig, Family, Loss, ModelConfig, TrainConfig
+from .data import DataSplits
+from .metrics import WEAK_IC, independent_classifier_test
+from .models import Generator, build_classifier, build_gan, count_parameters
+from .monitor import BalanceWatch, LossHistory, image_grid
+
+log = logging.getLogger(__name__)
+GRID_SEEDS = 16  # the studies' 4×4 grid of fixed latent points
+HISTORY_FIELDS = [
+    "epoch", "d_loss", "g_loss", "d_real", "d_fake", "seconds", "images_per_s", "weak_ic_error",
+]  # fmt: skip
+CLASSIFIER_FIELDS = ["epoch", "loss", "train_accuracy", "test_accuracy", "seconds", "images_per_s"]
+
+
+def fit_model_to_data(model: ModelConfig, splits: DataSplits) -> ModelConfig:
+    """Image shape and class count come from the data, not from flags."""
+    return dataclasses.replace(
+        model,
+        channels=splits.train.channels,
+        image_size=splits.train.image_size,
+        num_classes=splits.train.num_classes,
+    )
+
+
+def write_checkpoint(run_dir: Path, epoch: int, payload: dict[str, Any]) -> Path:
+    """``checkpoints/epoch_NNNN.pt`` plus ``checkpoints/last.pt``, both written atomically."""
+    path = run_dir / "checkpoints" / f"epoch_{epoch:04d}.pt"
+    save_atomic(payload, path)
+    save_atomic(payload, run_dir / "checkpoints" / "last.pt")
+    return path
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed torch, NumPy and Python; return the generator that drives shuffling and noise."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    return torch.Generator().manual_seed(seed + 1)
+
+
+def _data_info(splits: DataSplits) -> DataInfo:
+    train = splits.train
+    return DataInfo(train.name, train.class_names, train.channels, train.image_size, len(train))
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator):
+    """Shuffled index batches; a trailing batch of one is dropped (batch norm needs two)."""
+    order = torch.randperm(n, generator=generator)
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        if len(index) > 1:
+            yield index
+
+
+def _discriminator_loss(
+    loss: Loss, real_logits: torch.Tensor, fake_logits: torch.Tensor
+) -> torch.Tensor:
+    """Mean per term (real, fake), so ln 2 ≈ 0.69 is the equilibrium of the BCE loss."""
+    if loss is Loss.HINGE:
+        return 0.5 * (F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean())
+    return 0.5 * (F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean())
+
+
+def _generator_loss(loss: Loss, fake_logits: torch.Tensor) -> torch.Tensor:
+    if loss is Loss.HINGE:
+        return -fake_logits.mean()
+    return F.softplus(-fake_logits).mean()  # non-saturating: -log D(G(z))
+
+
+@torch.no_grad()
+def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for ema_p, p in zip(ema.parameters(), model.parameters(), strict=True):
+        ema_p.lerp_(p, 1.0 - decay)
+    for ema_b, b in zip(ema.buffers(), model.buffers(), strict=True):
+        ema_b.copy_(b)
+
+
+class GANTrainer:
+    def __init__(
+        self, model: ModelConfig, data: DataConfig, train: TrainConfig, splits: DataSplits
+    ):
+        if model.family is Family.CLASSIFIER:
+            raise ValueError("use ClassifierTrainer for the classifier family")
+        self.model_cfg = fit_model_to_data(model, splits)
+        self.data_cfg, self.cfg, self.splits = data, train, splits
+        self.run_dir = Path(train.out)
+        if train.threads:
+            torch.set_num_threads(train.threads)
+        self.rng = seed_everything(train.seed)
+        self.generator, self.discriminator = build_gan(self.model_cfg)
+        betas = (train.beta1, train.beta2)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=train.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=train.lr, betas=betas)
+        self.ema: Generator | None = (
+            copy.deepcopy(self.generator).eval() if train.ema_decay > 0 else None
+        )
+        self.epoch = 0
+        self.history = LossHistory(self.run_dir, HISTORY_FIELDS)
+        self.balance = BalanceWatch(train.healthy_d_loss, train.balance_patience)
+        self.metrics: dict[str, Any] = {}
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def _states(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "rng": capture_rng_state(self.rng),
+            "balance_streak": self.balance.streak,
+        }
+
+    def save(self) -> Path:
+        payload = checkpoint_dict(
+            kind="gan",
+            model=self.model_cfg,
+            train=self.cfg,
+            data=self.data_cfg,
+            data_info=_data_info(self.splits),
+            epoch=self.epoch,
+            states=self._states(),
+            metrics=self.metrics,
+        )
+        return write_checkpoint(self.run_dir, self.epoch, payload)
+
+    def resume(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt.kind != "gan":
+            raise CheckpointError(f"{path}: is a {ckpt.kind} checkpoint, not a GAN")
+        raw = ckpt.raw
+        self.generator.load_state_dict(raw["generator"])
+        self.discriminator.load_state_dict(raw["discriminator"])
+        if self.ema is not None and raw.get("ema"):
+            self.ema.load_state_dict(raw["ema"])
+        self.opt_g.load_state_dict(raw["opt_g"])
+        self.opt_d.load_state_dict(raw["opt_d"])
+        restore_rng_state(raw["rng"], self.rng)
+        self.balance.streak = raw.get("balance_streak", 0)
+        self.epoch = ckpt.epoch
+        self.metrics = dict(ckpt.metrics)
+        self.history.truncate_after(self.epoch)
+        log.info("resumed from %s at epoch %d", path, self.epoch)
+
+    # -- monitoring --------------------------------------------------------------------------
+    def sampling_generator(self) -> Generator:
+        return self.ema if self.ema is not None else self.generator
+
+    @torch.no_grad()
+    def save_grid(self) -> Path:
+        """Fixed latent points → grid PNG; one row per class for conditional models."""
+        g = self.sampling_generator()
+        was_training = g.training
+        g.eval()
+        if self.model_cfg.conditional:
+            columns, rows = 8, self.model_cfg.num_classes
+            z = torch.from_numpy(
+                latents_from_seeds(range(columns), self.model_cfg.latent_dim, self.model_cfg.prior)
+            )
+            z = z.repeat(rows, 1)
+            labels = torch.arange(rows).repeat_interleave(columns)
+        else:
+            columns = 4
+            z = torch.from_numpy(
+                latents_from_seeds(
+                    range(GRID_SEEDS), self.model_cfg.latent_dim, self.model_cfg.prior
+                )
+            )
+            labels = None
+        images = g(z, labels)
+        g.train(was_training)
+        path = self.run_dir / "grids" / f"epoch_{self.epoch:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image_grid(images, columns).save(path)
+        return path
+
+    @torch.no_grad()
+    def weak_ic_error(self) -> float:
+        g = self.sampling_generator()
+        was_training = g.training
+        g.eval()
+        real = self.splits.test.scaled(slice(0, WEAK_IC.max_per_side))
+        n = len(real)
+        with torch.random.fork_rng():
+            torch.manual_seed(self.cfg.seed + self.epoch)
+            z = self._sample_prior(n, None)
+            labels = self.splits.test.labels[:n] if self.model_cfg.conditional else None
+            fake = g(z, labels)
+        g.train(was_training)
+        with torch.enable_grad():
+            return independent_classifier_test(real, fake, WEAK_IC, seed=self.epoch).error
+
+    # -- training ----------------------------------------------------------------------------
+    def _sample_prior(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        shape = (n, self.model_cfg.latent_dim)
+        if self.model_cfg.prior.value == "uniform":
+            return torch.rand(shape, generator=generator) * 2.0 - 1.0
+        return torch.randn(shape, generator=generator)
+
+    def train_epoch(self) -> dict[str, float]:
+        g, d, cfg = self.generator, self.discriminator, self.cfg
+        g.train()
+        d.train()
+        data = self.splits.train
+        totals = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
+        steps = seen = 0
+        started = time.perf_counter()
+        batches = _batches(len(data), cfg.batch_size, self.rng)
+        bar = tqdm(
+            batches,
+            total=(len(data) + cfg.batch_size - 1) // cfg.batch_size,
+            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            disable=not cfg.progress,
+            mininterval=1.0,
+            leave=False,
+        )
+        for index in bar:
+            real = data.scaled(index)
+            labels = data.labels[index] if self.model_cfg.conditional else None
+            n = len(index)
+            z = self._sample_prior(n, self.rng)
+            fake_labels = (
+                torch.randint(0, self.model_cfg.num_classes, (n,), generator=self.rng)
+                if self.model_cfg.conditional
+                else None
+            )
+            fake = g(z, fake_labels)
+
+            self.opt_d.zero_grad(set_to_none=True)
+            real_logits = d(real, labels)
+            fake_logits = d(fake.detach(), fake_labels)
+            d_loss = _discriminator_loss(cfg.loss, real_logits, fake_logits)
+            d_loss.backward()
+            self.opt_d.step()
+
+            self.opt_g.zero_grad(set_to_none=True)
+            g_loss = _generator_loss(cfg.loss, d(fake, fake_labels))
+            g_loss.backward()
+            self.opt_g.step()
+            if self.ema is not None:
+                _update_ema(self.ema, g, cfg.ema_decay)
+
+            totals["d_loss"] += d_loss.item()
+            totals["g_loss"] += g_loss.item()
+            totals["d_real"] += torch.sigmoid(real_logits).mean().item()
+            totals["d_fake"] += torch.sigmoid(fake_logits).mean().item()
+            steps += 1
+            seen += n
+            bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}", refresh=False)
+        bar.close()
+        seconds = time.perf_counter() - started
+        row = {k: v / max(steps, 1) for k, v in totals.items()}
+        row.update(seconds=seconds, images_per_s=seen / seconds if seconds else 0.0)
+        return row
+
+    def fit(self, resume: str | Path | None = None) -> Path:
+        if resume:
+            self.resume(resume)
+        log.info(
+            "training %s%s (G %d, D %d parameters) on %s: %d images, epochs %d→%d",
+            self.model_cfg.family.value,
+            " conditional" if self.model_cfg.conditional else "",
+            count_parameters(self.generator),
+            count_parameters(self.discriminator),
+            self.splits.train.name,
+            len(self.splits.train),
+            self.epoch,
+            self.cfg.epochs,
+        )
+        last = None
+        while self.epoch < self.cfg.epochs:
+            row = self.train_epoch()
+            self.epoch += 1
+            row["epoch"] = self.epoch
+            if self.cfg.weak_ic_every and self.epoch % self.cfg.weak_ic_every == 0:
+                row["weak_ic_error"] = self.weak_ic_error()
+                self.metrics["weak_ic_error"] = row["weak_ic_error"]
+            self.history.append(row)
+            self.save_grid()
+            self.balance.update(self.epoch, row["d_loss"], row["g_loss"])
+            log.info(
+                "epoch %d: D %.3f G %.3f D(x) %.2f D(G(z)) %.2f, %.0f img/s%s",
+                self.epoch, row["d_loss"], row["g_loss"], row["d_real"], row["d_fake"],
+                row["images_per_s"],
+                f", weak IC error {row['weak_ic_error']:.1%}" if "weak_ic_error" in row else "",
+            )  # fmt: skip
+            if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:
+                last = self.save()
+        return last if last is not None else self.save()
+
+
+class ClassifierTrainer:
+    """Trains the class model that ClassMap and evaluation use (cross-entropy, Adam 1e-3)."""
+
+    def __init__(
+        self, model: ModelConfig, data: DataConfig, train: TrainConfig, splits: DataSplits
+    ):
+        self.model_cfg = fit_model_to_data(model, splits)
+        self.data_cfg, self.cfg, self.splits = data, train, splits
+        self.run_dir = Path(train.out)
+        if train.threads:
+            torch.set_num_threads(train.threads)
+        self.rng = seed_everything(train.seed)
+        self.model = build_classifier(self.model_cfg)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.epoch = 0
+        self.history = LossHistory(self.run_dir, CLASSIFIER_FIELDS)
+        self.metrics: dict[str, Any] = {}
+
+    def save(self) -> Path:
+        payload = checkpoint_dict(
+            kind="classifier",
+            model=self.model_cfg,
+            train=self.cfg,
+            data=self.data_cfg,
+            data_info=_data_info(self.splits),
+            epoch=self.epoch,
+            states={
+                "classifier": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "rng": capture_rng_state(self.rng),
+            },
+            metrics=self.metrics,
+        )
+        return write_checkpoint(self.run_dir, self.epoch, payload)
+
+    def resume(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt.kind != "classifier":
+            raise CheckpointError(f"{path}: is a {ckpt.kind} checkpoint, not a classifier")
+        self.model.load_state_dict(ckpt.raw["classifier"])
+        self.optimizer.load_state_dict(ckpt.raw["optimizer"])
+        restore_rng_state(ckpt.raw["rng"], self.rng)
+        self.epoch, self.metrics = ckpt.epoch, dict(ckpt.metrics)
+        self.history.truncate_after(self.epoch)
+
+    @torch.no_grad()
+    def accuracy(self, split) -> float:
+        self.model.eval()
+        correct = 0
+        for start in range(0, len(split), 1024):
+            logits = self.model(split.scaled(slice(start, start + 1024)))
+            correct += int((logits.argmax(1) == split.labels[start : start + 1024]).sum())
+        return correct / max(len(split), 1)
+
+    def fit(self, resume: str | Path | None = None) -> Path:
+        if resume:
+            self.resume(resume)
+        data = self.splits.train
+        last = None
+        while self.epoch < self.cfg.epochs:
+            self.model.train()
+            started = time.perf_counter()
+            total_loss = correct = seen = 0
+            for index in tqdm(
+                _batches(len(data), self.cfg.batch_size, self.rng),
+                total=(len(data) + self.cfg.batch_size - 1) // self.cfg.batch_size,
+                desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                disable=not self.cfg.progress,
+                leave=False,
+            ):
+                logits = self.model(data.scaled(index))
+                loss = F.cross_entropy(logits, data.labels[index])
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                total_loss += loss.item() * len(index)
+                correct += int((logits.argmax(1) == data.labels[index]).sum())
+                seen += len(index)
+            seconds = time.perf_counter() - started
+            self.epoch += 1
+            row = {
+                "epoch": self.epoch,
+                "loss": total_loss / max(seen, 1),
+                "train_accuracy": correct / max(seen, 1),
+                "test_accuracy": self.accuracy(self.splits.test),
+                "seconds": seconds,
+                "images_per_s": seen / seconds if seconds else 0.0,
+            }
+            self.metrics["test_accuracy"] = row["test_accuracy"]
+            self.history.append(row)
+            log.info(
+                "epoch %d: loss %.4f, train accuracy %.2f%%, test accuracy %.2f%%",
+                self.epoch, row["loss"], 100 * row["train_accuracy"], 100 * row["test_accuracy"],
+            )  # fmt: skip
+            if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:
+                last = self.save()
+        return last if last is not None else self.save()
