@@ -93,7 +93,130 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [_train_parser, _evaluate_parser]
+def _export_parser(sub: argparse._SubParsersAction) -> None:
+    from ganserve.export.triton_repo import TritonSettings
+
+    parser = sub.add_parser(
+        "export",
+        help="checkpoint → ONNX (+ Triton model repository)",
+        description="Export a checkpoint to ONNX with every named layer as an output, check parity "
+        "with PyTorch, and optionally write it into a Triton model repository.",
+    )
+    parser.add_argument("checkpoint")
+    parser.add_argument("--name", required=True, help="model name (Triton and gRPC)")
+    parser.add_argument("--out", help="ONNX path (default: NAME.onnx, or inside --triton-repo)")
+    parser.add_argument(
+        "--triton-repo", help="write NAME/config.pbtxt and NAME/VERSION/model.onnx here"
+    )
+    parser.add_argument(
+        "--fp16", action="store_true", help="also write a half-precision variant (NAME-fp16)"
+    )
+    parser.add_argument(
+        "--ensemble-with",
+        metavar="CLASSIFIER",
+        help="add a NAME__CLASSIFIER ClassMap ensemble to the repo",
+    )
+    parser.add_argument(
+        "--metrics", help="evaluation JSON for the metadata (default: CHECKPOINT.eval.json)"
+    )
+    add_dataclass_arguments(parser, TritonSettings)
+    parser.set_defaults(handler=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import dataclasses
+    import tempfile
+    from pathlib import Path
+
+    from ganserve.export.onnx_export import export_onnx, read_description
+    from ganserve.export.triton_repo import TritonSettings, write_classmap_ensemble, write_model
+
+    settings = dataclass_from_args(TritonSettings, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = (
+            Path(args.out)
+            if args.out
+            else Path(tmp if args.triton_repo else ".") / f"{args.name}.onnx"
+        )
+        report = export_onnx(
+            args.checkpoint, args.name, out, fp16=args.fp16, metrics_path=args.metrics
+        )
+        summary = {
+            "onnx": str(out),
+            "parity_max_abs_diff": report.max_abs_diff,
+            "nodes": [report.nodes_before, report.nodes_after],
+        }
+        if args.triton_repo:
+            repo = Path(args.triton_repo)
+            summary["triton_model"] = str(write_model(repo, out, report.description, settings))
+            if report.fp16_path:
+                half = dataclasses.replace(report.description, name=f"{args.name}-fp16")
+                summary["triton_fp16_model"] = str(
+                    write_model(repo, report.fp16_path, half, settings)
+                )
+            if args.ensemble_with:
+                classifier = read_description(
+                    repo / args.ensemble_with / str(settings.version) / "model.onnx"
+                )
+                ensemble = write_classmap_ensemble(repo, report.description, classifier, settings)
+                summary["triton_ensemble"] = str(ensemble)
+        if report.fp16_path:
+            summary["fp16_parity_max_abs_diff"] = report.fp16_max_abs_diff
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _triton_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "triton",
+        help="run a real tritonserver (CPU) on a model repository",
+        description="Start the tritonserver bundled with nvidia-pytriton, serving the repository's "
+        "ONNX models through ONNX Runtime under the same names, inputs and outputs.",
+    )
+    parser.add_argument(
+        "--repository", default="deploy/model_repository", help="Triton model repository"
+    )
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--ort-threads", type=int, default=1, help="ONNX Runtime threads per model")
+    parser.set_defaults(handler=_run_triton)
+
+
+def _run_triton(args: argparse.Namespace) -> int:
+    import signal
+    import time
+    from pathlib import Path
+
+    from ganserve.export.triton_local import LocalTriton
+
+    triton = LocalTriton(
+        Path(args.repository),
+        args.grpc_port,
+        args.http_port,
+        args.metrics_port,
+        ort_threads=args.ort_threads,
+    )
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    with triton:
+        print(
+            f"tritonserver: gRPC {triton.grpc_url}, HTTP {triton.http_url}, models {', '.join(triton.models)}"
+        )
+        try:
+            while not stop and triton.process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _train_parser,
+    _evaluate_parser,
+    _export_parser,
+    _triton_parser,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,3 +64,62 @@ def rgb_folder(tmp_path_factory) -> Path:
             pixels = np.clip(rng.normal(colour, 25, size=(40, 52, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / name / f"{i}.png")
     return folder
+
+
+TINY = [
+    "--width",
+    "0.25",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--progress",
+    "false",
+    "--weak-ic-every",
+    "0",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory, idx_dir) -> dict[str, Path]:
+    """One-epoch checkpoints: a conditional generator, a 2-D latent generator and a classifier."""
+    from ganserve.cli import main
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    runs = {
+        "cgan": ["--family", "dcgan", "--conditional", "true", "--latent-dim", "6"],
+        "gen2d": ["--family", "dcgan", "--latent-dim", "2"],
+        "classifier": ["--family", "classifier", "--epochs", "2"],
+    }
+    paths = {}
+    for name, flags in runs.items():
+        assert (
+            main(["train", "--data", str(idx_dir), "--out", str(root / name), *TINY, *flags]) == 0
+        )
+        paths[name] = root / name / "checkpoints" / "last.pt"
+    return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory, tiny_checkpoints) -> Path:
+    """A Triton model repository of the tiny models, written by `ganserve export`, with an ensemble."""
+    from ganserve.cli import main
+
+    repo = tmp_path_factory.mktemp("model_repository")
+    exports = [
+        [str(tiny_checkpoints["classifier"]), "--name", "classifier"],
+        [str(tiny_checkpoints["cgan"]), "--name", "cgan"],
+        [str(tiny_checkpoints["gen2d"]), "--name", "gen2d", "--ensemble-with", "classifier"],
+    ]
+    for flags in exports:
+        assert main(["export", *flags, "--triton-repo", str(repo)]) == 0
+    return repo
+
+
+@pytest.fixture(scope="session")
+def local_triton(tiny_repo):
+    """The real tritonserver (nvidia-pytriton's, CPU) serving `tiny_repo` on free ports."""
+    from ganserve.export.triton_local import LocalTriton
+
+    with LocalTriton(tiny_repo) as triton:
+        yield triton

@@ -1,0 +1,81 @@
+"""What a served model is, as written into its ONNX metadata and its Triton config.
+
+The exporter writes it; the service reads everything it needs from here (no hard-coded shapes).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+METADATA_KEY = "ganserve.description"  # ONNX metadata_props key and Triton config parameter
+FORMAT_VERSION = 1
+
+
+class ModelKind(str, Enum):
+    GENERATOR = "generator"
+    CONDITIONAL_GENERATOR = "conditional_generator"
+    CLASSIFIER = "classifier"
+
+
+@dataclass
+class ModelDescription:
+    name: str
+    kind: ModelKind
+    image_shape: tuple[int, int, int]  # C, H, W
+    class_names: tuple[str, ...]
+    layer_names: tuple[str, ...]  # every named activation output, in network order
+    latent_dim: int = 0  # generators only
+    prior: str = "uniform"
+    family: str = ""
+    dataset: str = ""
+    epoch: int = 0
+    parameters: int = 0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training_config: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def is_generator(self) -> bool:
+        return self.kind is not ModelKind.CLASSIFIER
+
+    @property
+    def conditional(self) -> bool:
+        return self.kind is ModelKind.CONDITIONAL_GENERATOR
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def main_output(self) -> str:
+        """The output a plain request asks for: the image, or the classifier's logits."""
+        return "logits" if self.kind is ModelKind.CLASSIFIER else "image"
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        if self.kind is ModelKind.CLASSIFIER:
+            return ("image",)
+        return ("z", "label") if self.conditional else ("z",)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["kind"] = self.kind.value
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelDescription:
+        data = json.loads(text)
+        if data.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(
+                f"model description format {data['format_version']} is newer than this ganserve"
+            )
+        known = cls.__dataclass_fields__
+        data = {k: v for k, v in data.items() if k in known}
+        data["kind"] = ModelKind(data["kind"])
+        data["image_shape"] = tuple(data["image_shape"])
+        data["class_names"] = tuple(data["class_names"])
+        data["layer_names"] = tuple(data["layer_names"])
+        return cls(**data)
