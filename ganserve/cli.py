@@ -211,11 +211,35 @@ def _run_triton(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    from ganserve.service.config import ServeConfig
+
+    parser = sub.add_parser(
+        "serve",
+        help="run the gRPC generation service",
+        description="Serve Generate, Interpolate, ClassMap and LayerActivations over gRPC, on the "
+        "embedded ONNX Runtime (default) or a Triton server, with Prometheus metrics.",
+    )
+    add_dataclass_arguments(parser, ServeConfig)
+    parser.set_defaults(handler=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ganserve.service.config import ServeConfig
+    from ganserve.service.server import serve
+
+    asyncio.run(serve(dataclass_from_args(ServeConfig, args)))
+    return 0
+
+
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _train_parser,
     _evaluate_parser,
     _export_parser,
     _triton_parser,
+    _serve_parser,
 ]
 
 

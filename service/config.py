@@ -1,0 +1,66 @@
+"""Configuration of ``ganserve serve``: every field is a flag and a GANSERVE_* environment variable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ServeConfig:
+    address: str = field(
+        default="0.0.0.0:50051", metadata={"help": "gRPC listen address (port 0: any free)"}
+    )
+    backend: str = field(default="embedded", metadata={"help": "embedded (ONNX Runtime) or triton"})
+    models: str = field(
+        default="deploy/model_repository",
+        metadata={
+            "help": "embedded: a model repository (<name>/<version>/model.onnx) or one .onnx file"
+        },
+    )
+    triton_url: str = field(
+        default="127.0.0.1:8001", metadata={"help": "triton: Triton's gRPC address"}
+    )
+    metrics_port: int = field(
+        default=9090, metadata={"help": "Prometheus /metrics HTTP port (-1: off)"}
+    )
+    max_message_bytes: int = field(
+        default=64 * 1024 * 1024, metadata={"help": "largest gRPC message"}
+    )
+    max_concurrent_rpcs: int = field(
+        default=256, metadata={"help": "RPCs beyond this get RESOURCE_EXHAUSTED"}
+    )
+    batching: bool = field(default=True, metadata={"help": "embedded: merge concurrent requests"})
+    max_batch_size: int = field(default=64, metadata={"help": "embedded: largest merged batch"})
+    max_queue_delay_ms: float = field(
+        default=2.0, metadata={"help": "embedded: longest wait to fill a batch"}
+    )
+    max_queued_images: int = field(
+        default=8192, metadata={"help": "bounded queue per model, in images"}
+    )
+    ort_threads: int = field(
+        default=0, metadata={"help": "embedded: ONNX Runtime threads (0: all cores)"}
+    )
+    max_images: int = field(
+        default=1024, metadata={"help": "most images per Generate / activations call"}
+    )
+    max_steps: int = field(default=1000, metadata={"help": "most Interpolate frames"})
+    max_grid: int = field(
+        default=512, metadata={"help": "largest ClassMap resolution (cells per side)"}
+    )
+    classmap_cache_entries: int = field(
+        default=64, metadata={"help": "ClassMap results kept for reuse"}
+    )
+    grace_period_s: float = field(
+        default=10.0, metadata={"help": "SIGTERM: time for in-flight calls"}
+    )
+    tls_cert: str = field(default="", metadata={"help": "server certificate (PEM); enables TLS"})
+    tls_key: str = field(default="", metadata={"help": "server private key (PEM)"})
+    tls_client_ca: str = field(
+        default="", metadata={"help": "CA for client certificates; enables mutual TLS"}
+    )
+    auth_token_file: str = field(
+        default="", metadata={"help": "file holding the bearer token clients must send"}
+    )
+    auth_token_env: str = field(
+        default="", metadata={"help": "environment variable holding the bearer token"}
+    )

@@ -1,0 +1,99 @@
+"""Pixels out: PNG and GIF encoding, the class-map picture with its legend, activation heat maps."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+# Tableau-20: distinct colours for up to 20 classes (cycled beyond).
+PALETTE = np.array(
+    [
+        (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+        (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+        (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+        (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
+    ],
+    dtype=np.float32,
+)  # fmt: skip
+# Anchors of a perceptually ordered dark-to-bright map (viridis-like) for heat maps.
+HEAT_ANCHORS = np.array(
+    [(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)], dtype=np.float32
+)
+
+
+def to_uint8_hwc(images: np.ndarray) -> np.ndarray:
+    """[-1, 1] float ``[N, C, H, W]`` → uint8 ``[N, H, W, C]`` (rounded, clipped)."""
+    scaled = np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return scaled.transpose(0, 2, 3, 1)
+
+
+def png_bytes(image_hwc: np.ndarray) -> bytes:
+    pixels = image_hwc[..., 0] if image_hwc.shape[-1] == 1 else image_hwc
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def gif_bytes(frames_hwc: list[np.ndarray], frame_ms: int, scale: int = 4) -> bytes:
+    """An endlessly looping animated GIF, upscaled so 28×28 frames are visible."""
+    pictures = []
+    for frame in frames_hwc:
+        pixels = frame[..., 0] if frame.shape[-1] == 1 else frame
+        picture = Image.fromarray(pixels)
+        pictures.append(
+            picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+        )
+    buffer = io.BytesIO()
+    pictures[0].save(
+        buffer, format="GIF", save_all=True, append_images=pictures[1:], duration=frame_ms, loop=0
+    )
+    return buffer.getvalue()
+
+
+def class_colours(class_ids: np.ndarray, confidences: np.ndarray) -> np.ndarray:
+    """Each cell's class colour, darkened where the classifier is unsure."""
+    colours = PALETTE[class_ids % len(PALETTE)]
+    shade = 0.35 + 0.65 * np.clip(confidences, 0.0, 1.0)[..., None]
+    return (colours * shade).astype(np.uint8)
+
+
+def render_class_map(
+    class_ids: np.ndarray, confidences: np.ndarray, class_names: list[str], shares: list[float]
+) -> bytes:
+    """The map (row 0 on top) at about 512 px, with a legend of colours, names and area shares."""
+    resolution = class_ids.shape[0]
+    scale = max(1, 512 // resolution)
+    cells = Image.fromarray(class_colours(class_ids, confidences))
+    side = resolution * scale
+    cells = cells.resize((side, side), Image.NEAREST)
+    font = ImageFont.load_default()
+    row_height, legend_width = 18, 190
+    height = max(side, row_height * len(class_names) + 16)
+    canvas = Image.new("RGB", (side + legend_width, height), (255, 255, 255))
+    canvas.paste(cells, (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, (name, share) in enumerate(zip(class_names, shares, strict=True)):
+        top = 8 + i * row_height
+        colour = tuple(int(c) for c in PALETTE[i % len(PALETTE)])
+        draw.rectangle([side + 10, top, side + 24, top + 12], fill=colour, outline=(0, 0, 0))
+        draw.text((side + 32, top), f"{name}  {100 * share:.1f}%", fill=(0, 0, 0), font=font)
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def heatmap_png(values: np.ndarray, scale: int = 8) -> bytes:
+    """A 2-D map, min–max normalised, coloured dark (low) to bright (high)."""
+    low, high = float(values.min()), float(values.max())
+    normalised = (values - low) / (high - low) if high > low else np.zeros_like(values)
+    position = normalised * (len(HEAT_ANCHORS) - 1)
+    index = np.clip(position.astype(int), 0, len(HEAT_ANCHORS) - 2)
+    fraction = (position - index)[..., None]
+    rgb = HEAT_ANCHORS[index] * (1 - fraction) + HEAT_ANCHORS[index + 1] * fraction
+    picture = Image.fromarray(rgb.astype(np.uint8))
+    picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()

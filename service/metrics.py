@@ -1,0 +1,179 @@
+"""Prometheus metrics, recorded in one server interceptor (per RPC) and one observer (per batch)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from ganserve.description import ModelDescription
+
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class ServiceMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "ganserve_requests", "RPCs by method and status code", ["method", "code"], registry=r
+        )
+        self.latency = Histogram(
+            "ganserve_request_latency_seconds",
+            "RPC latency by method",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "ganserve_in_flight_requests", "RPCs being served", ["method"], registry=r
+        )
+        self.images = Counter(
+            "ganserve_images_generated", "images returned to clients", ["model"], registry=r
+        )
+        self.batch_size = Histogram(
+            "ganserve_batch_size",
+            "images per inference",
+            ["backend", "model"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "ganserve_queue_seconds", "time requests waited for a batch", ["backend", "model"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.inference_time = Histogram(
+            "ganserve_inference_seconds", "inference time per batch", ["backend", "model"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.model_info = Gauge(
+            "ganserve_model_info",
+            "served models",
+            ["model", "kind", "backend", "latent_dim", "dataset"],
+            registry=r,
+        )
+        self.backend_ready = Gauge(
+            "ganserve_backend_ready", "1 while the backend can serve", ["backend"], registry=r
+        )
+
+    # InferenceObserver
+    def batch_done(
+        self, backend: str, model: str, batch_size: int, queue_s: float, inference_s: float
+    ) -> None:
+        self.batch_size.labels(backend, model).observe(batch_size)
+        self.queue_time.labels(backend, model).observe(queue_s)
+        self.inference_time.labels(backend, model).observe(inference_s)
+
+    def describe_models(self, models: dict[str, ModelDescription], backend: str) -> None:
+        self.model_info.clear()
+        for m in models.values():
+            self.model_info.labels(m.name, m.kind.value, backend, str(m.latent_dim), m.dataset).set(
+                1
+            )
+
+    def serve_http(self, port: int, address: str = "0.0.0.0"):
+        """Start ``/metrics``; returns the HTTP server (``server_port`` is the bound port)."""
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        return server
+
+
+def _images_in(response) -> int:
+    if hasattr(response, "images"):
+        return len(response.images)
+    if hasattr(response, "image") and response.HasField("image"):
+        return 1
+    return 0
+
+
+class MetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Counts, times and tracks every RPC of the generation service, by method and status code."""
+
+    def __init__(self, metrics: ServiceMetrics, prefix: str = "/ganserve.v1."):
+        self.metrics = metrics
+        self.prefix = prefix
+
+    async def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(self.prefix):
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        m = self.metrics
+
+        def finish(context, started: float, error: BaseException | None) -> None:
+            code = context.code()  # set by context.abort (errors.py) or left unset on success
+            if code is None:
+                if error is None:
+                    code = grpc.StatusCode.OK
+                elif isinstance(error, asyncio.CancelledError):
+                    code = grpc.StatusCode.CANCELLED
+                else:
+                    code = grpc.StatusCode.UNKNOWN
+            m.requests.labels(method, code.name).inc()
+            m.latency.labels(method).observe(time.perf_counter() - started)
+            m.in_flight.labels(method).dec()
+
+        if handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def unary(request, context):
+                started = time.perf_counter()
+                m.in_flight.labels(method).inc()
+                error = None
+                try:
+                    response = await inner(request, context)
+                    if response is not None and (count := _images_in(response)):
+                        m.images.labels(request.model).inc(count)
+                    return response
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    finish(context, started, error)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            inner_stream = handler.unary_stream
+
+            async def stream(request, context):
+                started = time.perf_counter()
+                m.in_flight.labels(method).inc()
+                error = None
+                try:
+                    async for response in inner_stream(request, context):
+                        if count := _images_in(response):
+                            m.images.labels(request.model).inc(count)
+                        yield response
+                except BaseException as exc:
+                    error = exc
+                    raise
+                finally:
+                    finish(context, started, error)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, handler.request_deserializer, handler.response_serializer
+            )
+        return handler

@@ -1,0 +1,347 @@
+"""What each RPC does: request → validate → latents → backend.infer → postprocess → response."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ganserve.description import ModelDescription
+from ganserve.latents import MAX_SEED, latents_from_seeds, path_through
+from ganserve.v1 import generation_pb2 as pb
+
+from . import imaging
+from . import validation as check
+from .backends.base import Backend
+from .config import ServeConfig
+from .errors import InvalidArgument
+
+KIND_TO_PROTO = {
+    "generator": pb.GENERATOR,
+    "conditional_generator": pb.CONDITIONAL_GENERATOR,
+    "classifier": pb.CLASSIFIER,
+}
+INTERPOLATION_CHUNK = 16  # frames per inference while streaming
+CLASSMAP_CHUNK = 4096  # cells per inference: bounds memory at 256² and above
+
+
+def tensor(array: np.ndarray) -> pb.Tensor:
+    array = np.ascontiguousarray(array)
+    dtype = pb.Tensor.UINT8 if array.dtype == np.uint8 else pb.Tensor.FLOAT32
+    data = array.astype("<f4" if dtype == pb.Tensor.FLOAT32 else np.uint8, copy=False).tobytes()
+    return pb.Tensor(shape=list(array.shape), dtype=dtype, data=data)
+
+
+def model_info(description: ModelDescription, backend: str) -> pb.ModelInfo:
+    import json
+
+    channels, height, width = description.image_shape
+    return pb.ModelInfo(
+        name=description.name,
+        kind=KIND_TO_PROTO[description.kind.value],
+        latent_dim=description.latent_dim,
+        prior=description.prior,
+        class_names=list(description.class_names),
+        channels=channels,
+        height=height,
+        width=width,
+        layer_names=list(description.layer_names),
+        dataset=description.dataset,
+        epoch=description.epoch,
+        family=description.family,
+        parameters=description.parameters,
+        metrics_json=json.dumps(description.metrics, sort_keys=True),
+        backend=backend,
+    )
+
+
+def _image_bytes_per_item(model: ModelDescription, image_format: int) -> int:
+    channels, height, width = model.image_shape
+    pixels = channels * height * width
+    per_pixel = 4 if image_format == pb.RAW_FLOAT32 else 1  # PNG is at most about the raw size
+    return pixels * per_pixel + 4 * model.latent_dim + 64
+
+
+def _images(model: ModelDescription, images: np.ndarray, image_format: int) -> list[dict]:
+    """One dict of GeneratedImage fields (png or tensor) per image."""
+    if image_format == pb.RAW_FLOAT32:
+        return [{"tensor": tensor(img.astype(np.float32))} for img in images]
+    pixels = imaging.to_uint8_hwc(images)
+    if image_format == pb.RAW_UINT8:
+        return [{"tensor": tensor(p)} for p in pixels]
+    return [{"png": imaging.png_bytes(p)} for p in pixels]
+
+
+def _feeds(latents: np.ndarray, labels: np.ndarray | None) -> dict[str, np.ndarray]:
+    feeds = {"z": np.ascontiguousarray(latents, dtype=np.float32)}
+    if labels is not None:
+        feeds["label"] = labels.astype(np.int64)
+    return feeds
+
+
+@dataclass
+class Operations:
+    backend: Backend
+    config: ServeConfig
+
+    def __post_init__(self) -> None:
+        self._classmap_cache: OrderedDict[bytes, pb.ClassMapResponse] = OrderedDict()
+
+    # -- models ----------------------------------------------------------------------------------
+    def list_models(self) -> pb.ListModelsResponse:
+        models = sorted(self.backend.models().values(), key=lambda m: m.name)
+        return pb.ListModelsResponse(models=[model_info(m, self.backend.name) for m in models])
+
+    def get_model(self, request: pb.GetModelRequest) -> pb.ModelInfo:
+        return model_info(check.served_model(self.backend, request.model), self.backend.name)
+
+    # -- Generate --------------------------------------------------------------------------------
+    async def generate(
+        self, request: pb.GenerateRequest, timeout_s: float | None
+    ) -> pb.GenerateResponse:
+        model = check.generator(self.backend, request.model)
+        given = [name for name in ("seeds", "latents") if len(getattr(request, name))] + (
+            ["count"] if request.count else []
+        )
+        if len(given) != 1:
+            raise InvalidArgument(
+                "seeds|latents|count", f"set exactly one of them, got {given or 'none'}"
+            )
+        limit = self.config.max_images
+        if request.count:
+            check.in_range(request.count, 1, limit, "count")
+            seeds: list[int | None] = [
+                secrets.randbelow(MAX_SEED + 1) for _ in range(request.count)
+            ]
+            latents = latents_from_seeds(seeds, model.latent_dim, model.prior)
+        elif len(request.seeds):
+            check.in_range(len(request.seeds), 1, limit, "seeds (count)")
+            seeds = check.seeds(request.seeds)
+            latents = latents_from_seeds(seeds, model.latent_dim, model.prior)
+        else:
+            check.in_range(len(request.latents), 1, limit, "latents (count)")
+            latents = np.stack(
+                [
+                    check.latent_vector(z.values, model, f"latents[{i}].values")
+                    for i, z in enumerate(request.latents)
+                ]
+            )
+            seeds = [None] * len(latents)
+        labels = check.labels(request.labels, len(latents), model)
+        check.fits_message(
+            len(latents) * _image_bytes_per_item(model, request.format),
+            self.config.max_message_bytes,
+            "count",
+        )
+        result = await self.backend.infer(model.name, _feeds(latents, labels), ["image"], timeout_s)
+        images = []
+        for i, fields in enumerate(_images(model, result["image"], request.format)):
+            image = pb.GeneratedImage(latent=pb.Latent(values=latents[i].tolist()), **fields)
+            if seeds[i] is not None:
+                image.seed = seeds[i]
+            if labels is not None:
+                image.label = int(labels[i])
+            images.append(image)
+        return pb.GenerateResponse(model=model.name, images=images)
+
+    # -- Interpolate -----------------------------------------------------------------------------
+    async def interpolate(
+        self, request: pb.InterpolateRequest, timeout_s: float | None
+    ) -> AsyncIterator[pb.InterpolateFrame]:
+        model = check.generator(self.backend, request.model)
+        if not 2 <= len(request.keys) <= 64:
+            raise InvalidArgument(
+                "keys", f"give between 2 and 64 key points, got {len(request.keys)}"
+            )
+        steps = check.in_range(request.steps or 16, 2, self.config.max_steps, "steps")
+        keys, key_seeds = check.latent_sources(request.keys, model, "keys")
+        label = check.single_label(request.label if request.HasField("label") else None, model)
+        method = "slerp" if request.method == pb.SLERP else "lerp"
+        check.fits_message(
+            _image_bytes_per_item(model, request.format), self.config.max_message_bytes, "format"
+        )
+        frame_ms = request.gif_frame_ms or 80
+        path = path_through(list(keys), steps, method)
+        gif_frames: list[np.ndarray] = []
+        for start in range(0, steps, INTERPOLATION_CHUNK):
+            chunk = path[start : start + INTERPOLATION_CHUNK]
+            labels = None if label is None else np.repeat(label, len(chunk))
+            result = await self.backend.infer(
+                model.name, _feeds(chunk, labels), ["image"], timeout_s
+            )
+            if request.gif:
+                gif_frames.extend(imaging.to_uint8_hwc(result["image"]))
+            for offset, fields in enumerate(_images(model, result["image"], request.format)):
+                index = start + offset
+                image = pb.GeneratedImage(latent=pb.Latent(values=chunk[offset].tolist()), **fields)
+                at_key = index * (len(keys) - 1) / (steps - 1)
+                if at_key == int(at_key) and key_seeds[int(at_key)] is not None:
+                    image.seed = key_seeds[int(at_key)]
+                if label is not None:
+                    image.label = int(label[0])
+                yield pb.InterpolateFrame(index=index, t=index / (steps - 1), image=image)
+        if request.gif:
+            gif = await asyncio.to_thread(imaging.gif_bytes, gif_frames, frame_ms)
+            check.fits_message(len(gif), self.config.max_message_bytes, "gif")
+            yield pb.InterpolateFrame(index=steps, t=1.0, gif=gif)
+
+    # -- ClassMap --------------------------------------------------------------------------------
+    def _plane(
+        self, request: pb.ClassMapRequest, model: ModelDescription, resolution: int
+    ) -> np.ndarray:
+        """Latents of every cell, row-major, row 0 at the top."""
+        if len(request.plane):
+            if len(request.plane) != 3:
+                raise InvalidArgument(
+                    "plane", f"give exactly three points A, B, C, got {len(request.plane)}"
+                )
+            a, b, c = check.latent_sources(request.plane, model, "plane")[0]
+            u = np.linspace(0.0, 1.0, resolution, dtype=np.float32)
+            v = np.linspace(1.0, 0.0, resolution, dtype=np.float32)
+            uu, vv = np.meshgrid(u, v)
+            return (a + uu.reshape(-1, 1) * (b - a) + vv.reshape(-1, 1) * (c - a)).astype(
+                np.float32
+            )
+        dim = model.latent_dim
+        axis_x, axis_y = request.axis_x, request.axis_y if request.axis_y or request.axis_x else 1
+        check.in_range(axis_x, 0, dim - 1, "axis_x")
+        check.in_range(axis_y, 0, dim - 1, "axis_y")
+        if axis_x == axis_y:
+            raise InvalidArgument("axis_y", f"must differ from axis_x ({axis_x})")
+        others = [i for i in range(dim) if i not in (axis_x, axis_y)]
+        if len(request.fixed) not in (0, len(others)):
+            raise InvalidArgument(
+                "fixed",
+                f"give {len(others)} values (latent axes {others}) or none, got {len(request.fixed)}",
+            )
+        fixed = np.asarray(request.fixed or [0.0] * len(others), dtype=np.float32)
+        if not np.isfinite(fixed).all():
+            raise InvalidArgument("fixed", "values must be finite")
+        low = request.range_min if request.HasField("range_min") else -1.0
+        high = request.range_max if request.HasField("range_max") else 1.0
+        if not (np.isfinite(low) and np.isfinite(high) and low < high):
+            raise InvalidArgument(
+                "range_min", f"need finite range_min < range_max, got [{low}, {high}]"
+            )
+        xs = np.linspace(low, high, resolution, dtype=np.float32)
+        ys = np.linspace(high, low, resolution, dtype=np.float32)
+        grid = np.zeros((resolution * resolution, dim), dtype=np.float32)
+        xx, yy = np.meshgrid(xs, ys)
+        grid[:, axis_x], grid[:, axis_y] = xx.reshape(-1), yy.reshape(-1)
+        if others:
+            grid[:, others] = fixed
+        return grid
+
+    async def class_map(
+        self, request: pb.ClassMapRequest, timeout_s: float | None
+    ) -> pb.ClassMapResponse:
+        model = check.generator(self.backend, request.model)
+        classifier = check.classifier_for(self.backend, model, request.classifier)
+        resolution = check.in_range(
+            request.resolution or 100, 2, self.config.max_grid, "resolution"
+        )
+        label = check.single_label(request.label if request.HasField("label") else None, model)
+        cells = resolution * resolution
+        check.fits_message(
+            cells * 8 + (4 << 20 if request.render_png else 0),
+            self.config.max_message_bytes,
+            "resolution",
+        )
+        key = request.SerializeToString(deterministic=True) + classifier.name.encode()
+        if key in self._classmap_cache:
+            self._classmap_cache.move_to_end(key)
+            cached = pb.ClassMapResponse()
+            cached.CopyFrom(self._classmap_cache[key])
+            cached.cached = True
+            return cached
+        grid = self._plane(request, model, resolution)
+        ensemble = self.backend.classmap_ensemble(model.name, classifier.name)
+        logits = []
+        for start in range(0, cells, CLASSMAP_CHUNK):
+            chunk = grid[start : start + CLASSMAP_CHUNK]
+            labels = None if label is None else np.repeat(label, len(chunk))
+            if ensemble:  # inside Triton: only logits come back
+                out = await self.backend.infer(
+                    ensemble, _feeds(chunk, labels), ["logits"], timeout_s
+                )
+            else:
+                images = (
+                    await self.backend.infer(
+                        model.name, _feeds(chunk, labels), ["image"], timeout_s
+                    )
+                )["image"]
+                out = await self.backend.infer(
+                    classifier.name, {"image": images}, ["logits"], timeout_s
+                )
+            logits.append(out["logits"])
+        all_logits = np.concatenate(logits).astype(np.float64)
+        probabilities = np.exp(all_logits - all_logits.max(axis=1, keepdims=True))
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+        class_ids = probabilities.argmax(axis=1)
+        confidences = probabilities[np.arange(cells), class_ids]
+        counts = np.bincount(class_ids, minlength=classifier.num_classes)
+        shares = (counts / cells).tolist()
+        names = list(classifier.class_names)
+        response = pb.ClassMapResponse(
+            resolution=resolution,
+            class_ids=class_ids.tolist(),
+            confidences=confidences.astype(np.float32).tolist(),
+            shares=[
+                pb.ClassShare(class_id=i, name=n, share=s)
+                for i, (n, s) in enumerate(zip(names, shares, strict=True))
+            ],
+            class_names=names,
+            classifier=classifier.name,
+        )
+        if request.render_png:
+            response.png = await asyncio.to_thread(
+                imaging.render_class_map,
+                class_ids.reshape(resolution, resolution),
+                confidences.reshape(resolution, resolution),
+                names,
+                shares,
+            )
+        self._classmap_cache[key] = response
+        while len(self._classmap_cache) > self.config.classmap_cache_entries:
+            self._classmap_cache.popitem(last=False)
+        return response
+
+    # -- LayerActivations ------------------------------------------------------------------------
+    async def layer_activations(
+        self, request: pb.LayerActivationsRequest, timeout_s: float | None
+    ) -> pb.LayerActivationsResponse:
+        model = check.generator(self.backend, request.model)
+        check.in_range(len(request.latents), 1, self.config.max_images, "latents (count)")
+        latents, _ = check.latent_sources(request.latents, model, "latents")
+        labels = check.labels(request.labels, len(latents), model)
+        layers = list(request.layers) or list(model.layer_names)
+        unknown = [name for name in layers if name not in model.layer_names]
+        if unknown:
+            raise InvalidArgument(
+                "layers", f"unknown {unknown}; {model.name!r} has {list(model.layer_names)}"
+            )
+        result = await self.backend.infer(model.name, _feeds(latents, labels), layers, timeout_s)
+        size = sum(result[name].nbytes * (2 if request.include_tensors else 1) for name in layers)
+        check.fits_message(size, self.config.max_message_bytes, "layers")
+        response = pb.LayerActivationsResponse(
+            latents=[pb.Latent(values=z.tolist()) for z in latents]
+        )
+        for name in layers:
+            values = result[name].astype(np.float32)
+            entry = pb.LayerActivation(layer=name, shape=list(values.shape))
+            if request.include_tensors:
+                entry.tensor.CopyFrom(tensor(values))
+            if values.ndim == 4:  # conv: [N, C, H, W]
+                entry.channel_means.CopyFrom(tensor(values.mean(axis=(2, 3))))
+                mean_map = values.mean(axis=1)
+                entry.mean_map.CopyFrom(tensor(mean_map))
+                if request.heatmap_png:
+                    entry.heatmaps.extend(imaging.heatmap_png(m) for m in mean_map)
+            else:  # dense: the units are the channels
+                entry.channel_means.CopyFrom(tensor(values.reshape(len(values), -1)))
+            response.layers.append(entry)
+        return response

@@ -1,0 +1,181 @@
+"""Assembles and runs the service: backend, servicer, health, reflection, metrics, TLS, auth.
+
+``create_server(config)`` returns a started :class:`Service` whose ``port`` is the bound port, so
+tests bind port 0. ``serve(config)`` runs until SIGTERM/SIGINT and drains gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ganserve.v1 import generation_pb2 as pb
+from ganserve.v1 import generation_pb2_grpc as pb_grpc
+
+from .auth import BearerTokenInterceptor, load_token
+from .backends.base import Backend
+from .config import ServeConfig
+from .metrics import MetricsInterceptor, ServiceMetrics
+from .operations import Operations
+from .servicer import GenerationServicer
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GenerationService"].full_name
+HEALTH_PROBE_S = 0.5
+
+
+def build_backend(config: ServeConfig, metrics: ServiceMetrics) -> Backend:
+    if config.backend == "embedded":
+        from .backends.embedded import EmbeddedBackend, EmbeddedSettings
+
+        settings = EmbeddedSettings(
+            repository=Path(config.models),
+            max_batch_size=config.max_batch_size,
+            max_queue_delay_ms=config.max_queue_delay_ms,
+            max_queued_images=config.max_queued_images,
+            batching=config.batching,
+            intra_op_threads=config.ort_threads,
+        )
+        return EmbeddedBackend(settings, observer=metrics)
+    if config.backend == "triton":
+        from .backends.triton import TritonBackend
+
+        return TritonBackend(config.triton_url, observer=metrics)
+    raise ValueError(f"backend must be embedded or triton, got {config.backend!r}")
+
+
+def _credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
+    if not config.tls_cert:
+        return None
+    key = Path(config.tls_key).read_bytes()
+    cert = Path(config.tls_cert).read_bytes()
+    client_ca = Path(config.tls_client_ca).read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+@dataclass
+class Service:
+    config: ServeConfig
+    server: grpc.aio.Server
+    backend: Backend
+    metrics: ServiceMetrics
+    health: health.aio.HealthServicer
+    port: int
+    metrics_http: object | None = None
+    _watch: asyncio.Task | None = field(default=None, repr=False)
+    _serving: bool = True
+
+    @property
+    def metrics_port(self) -> int | None:
+        return None if self.metrics_http is None else self.metrics_http.server_port
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def _watch_backend(self) -> None:
+        """Health follows the backend (Triton down → NOT_SERVING, back → SERVING)."""
+        last = None
+        while self._serving:
+            ready = self.backend.is_ready()
+            if ready != last:
+                await self._set_health(ready)
+                self.metrics.backend_ready.labels(self.backend.name).set(1 if ready else 0)
+                if ready:
+                    self.metrics.describe_models(self.backend.models(), self.backend.name)
+                last = ready
+            await asyncio.sleep(HEALTH_PROBE_S)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful: health NOT_SERVING, refuse new calls, let in-flight calls finish within grace."""
+        self._serving = False
+        await self._set_health(False)
+        if self._watch is not None:
+            self._watch.cancel()
+        await self.server.stop(self.config.grace_period_s if grace_s is None else grace_s)
+        await self.backend.close()
+        if self.metrics_http is not None:
+            self.metrics_http.shutdown()
+            self.metrics_http.server_close()
+
+
+async def create_server(config: ServeConfig, backend: Backend | None = None) -> Service:
+    metrics = ServiceMetrics()
+    backend = backend or build_backend(config, metrics)
+    await backend.start()
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
+    token = load_token(config.auth_token_file, config.auth_token_env)
+    if token:
+        interceptors.append(BearerTokenInterceptor(token))
+    options = [
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=options,
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+    )
+    pb_grpc.add_GenerationServiceServicer_to_server(
+        GenerationServicer(Operations(backend, config)), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    credentials = _credentials(config)
+    port = (
+        server.add_secure_port(config.address, credentials)
+        if credentials
+        else server.add_insecure_port(config.address)
+    )
+    if port == 0:
+        raise OSError(f"cannot listen on {config.address}")
+    await server.start()
+    service = Service(config, server, backend, metrics, health_servicer, port)
+    if config.metrics_port >= 0:
+        host = config.address.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
+        service.metrics_http = metrics.serve_http(config.metrics_port, host)
+    metrics.describe_models(backend.models(), backend.name)
+    await service._set_health(backend.is_ready())
+    service._watch = asyncio.get_running_loop().create_task(service._watch_backend())
+    log.info(
+        "serving %s on port %d (%s backend, models: %s; metrics on %s)",
+        SERVICE_NAME, port, backend.name, ", ".join(sorted(backend.models())) or "none yet", service.metrics_port,
+    )  # fmt: skip
+    return service
+
+
+async def serve(config: ServeConfig) -> None:
+    service = await create_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(
+        f"ganserve: gRPC on port {service.port}, metrics on port {service.metrics_port}", flush=True
+    )
+    await stop.wait()
+    log.info("shutting down: draining in-flight calls for up to %.1fs", config.grace_period_s)
+    await service.stop()
