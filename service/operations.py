@@ -246,11 +246,6 @@ class Operations:
         )
         label = check.single_label(request.label if request.HasField("label") else None, model)
         cells = resolution * resolution
-        check.fits_message(
-            cells * 8 + (4 << 20 if request.render_png else 0),
-            self.config.max_message_bytes,
-            "resolution",
-        )
         key = request.SerializeToString(deterministic=True) + classifier.name.encode()
         if key in self._classmap_cache:
             self._classmap_cache.move_to_end(key)
@@ -305,6 +300,8 @@ class Operations:
                 names,
                 shares,
             )
+        # The work is bounded by max_grid; the size is known exactly only now (PNG included).
+        check.fits_message(response.ByteSize(), self.config.max_message_bytes, "resolution")
         self._classmap_cache[key] = response
         while len(self._classmap_cache) > self.config.classmap_cache_entries:
             self._classmap_cache.popitem(last=False)

@@ -123,3 +123,61 @@ def local_triton(tiny_repo):
 
     with LocalTriton(tiny_repo) as triton:
         yield triton
+
+
+class RunningService:
+    """The real gRPC service on its own event loop in a thread; tests talk to it as clients do."""
+
+    def __init__(self, config, backend=None):
+        import asyncio
+        import threading
+
+        from ganserve.service.server import create_server
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self.service = self.call(create_server(config, backend))
+        self.address = f"127.0.0.1:{self.service.port}"
+
+    def call(self, coroutine, timeout: float = 120):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def metrics_text(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.service.metrics_port}/metrics", timeout=10
+        ) as r:
+            return r.read().decode()
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        self.call(self.service.stop(grace_s))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+
+def serve_config(models, **overrides):
+    from ganserve.service.config import ServeConfig
+
+    return ServeConfig(address="127.0.0.1:0", models=str(models), metrics_port=0, **overrides)
+
+
+@pytest.fixture(scope="module")
+def service(tiny_repo):
+    running = RunningService(serve_config(tiny_repo, max_message_bytes=1 << 20, max_grid=256))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def stub(service):
+    import grpc
+
+    from ganserve.v1 import generation_pb2_grpc
+
+    channel = grpc.insecure_channel(service.address)
+    yield generation_pb2_grpc.GenerationServiceStub(channel)
+    channel.close()
