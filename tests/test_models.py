@@ -79,3 +79,10 @@ def test_classifier_exposes_features_and_logits():
     assert classifier.layer_names == ["conv1", "conv2", "features", "logits"]
     assert classifier(x).shape == (2, 10)
     assert classifier.features(x).shape == (2, 128)
+
+
+def test_discriminator_width_is_independent_of_the_generator_width():
+    g, d = build_gan(ModelConfig(family=Family.DCGAN, latent_dim=2, width=0.5, d_width=1.0))
+    assert count_parameters(d) == 212_865  # the studies' D beside a half-width G
+    narrow_g, _ = build_gan(ModelConfig(family=Family.DCGAN, latent_dim=2, width=0.5))
+    assert count_parameters(g) == count_parameters(narrow_g)

@@ -46,6 +46,12 @@ class ModelConfig:
     width: float = field(
         default=1.0, metadata={"help": "width multiplier for channels/units (1.0 = the studies')"}
     )
+    d_width: float | None = field(
+        default=None,
+        metadata={
+            "help": "width multiplier for D alone (none = --width); D is cheap, a weak D starves G"
+        },
+    )
     embed_dim: int = field(default=50, metadata={"help": "label embedding size (conditional)"})
     dropout: float = field(default=0.3, metadata={"help": "discriminator dropout"})
     # Filled from the data set, not from flags.

@@ -138,6 +138,10 @@ class Classifier(nn.Module):
         return self.body.forward_all(images)[-2]
 
 
+def _d_width(cfg: ModelConfig) -> float:
+    return cfg.d_width if cfg.d_width is not None else cfg.width
+
+
 def _generator_input_dim(cfg: ModelConfig) -> int:
     return cfg.latent_dim + (cfg.embed_dim if cfg.conditional else 0)
 
@@ -167,7 +171,7 @@ def _mlp_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
             ),
         )
     )
-    d_units = [_scaled(u, cfg.width) for u in (1024, 512, 256)]
+    d_units = [_scaled(u, _d_width(cfg)) for u in (1024, 512, 256)]
     d_blocks: list[tuple[str, nn.Module]] = []
     previous = pixels + (cfg.embed_dim if cfg.conditional else 0)
     for i, units in enumerate(d_units, start=1):
@@ -226,7 +230,7 @@ def _dcgan28_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
             ),
         ]
     )
-    d1, d2 = _scaled(64, cfg.width), _scaled(128, cfg.width)
+    d1, d2 = _scaled(64, _d_width(cfg)), _scaled(128, _d_width(cfg))
     in_channels = cfg.channels + (1 if cfg.conditional else 0)
     slope = _d_slope(cfg)
     d = NamedBlocks(
@@ -284,7 +288,8 @@ def _dcgan_rgb_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
     )
 
     slope = _d_slope(cfg)
-    d_channels = list(reversed(channels))  # 64, 128, 256, 512
+    d_base = _scaled(64, _d_width(cfg))
+    d_channels = [d_base * 2**i for i in range(stages)]  # e.g. 64, 128, 256, 512
     previous = cfg.channels + (1 if cfg.conditional else 0)
     d_blocks: list[tuple[str, nn.Module]] = []
     for i, out in enumerate(d_channels):

@@ -81,7 +81,7 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
             yield index
 
 
-def _discriminator_loss(
+def discriminator_loss(
     loss: Loss, real_logits: torch.Tensor, fake_logits: torch.Tensor
 ) -> torch.Tensor:
     """Mean per term (real, fake), so ln 2 ≈ 0.69 is the equilibrium of the BCE loss."""
@@ -90,7 +90,7 @@ def _discriminator_loss(
     return 0.5 * (F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean())
 
 
-def _generator_loss(loss: Loss, fake_logits: torch.Tensor) -> torch.Tensor:
+def generator_loss(loss: Loss, fake_logits: torch.Tensor) -> torch.Tensor:
     if loss is Loss.HINGE:
         return -fake_logits.mean()
     return F.softplus(-fake_logits).mean()  # non-saturating: -log D(G(z))
@@ -258,12 +258,12 @@ class GANTrainer:
             self.opt_d.zero_grad(set_to_none=True)
             real_logits = d(real, labels)
             fake_logits = d(fake.detach(), fake_labels)
-            d_loss = _discriminator_loss(cfg.loss, real_logits, fake_logits)
+            d_loss = discriminator_loss(cfg.loss, real_logits, fake_logits)
             d_loss.backward()
             self.opt_d.step()
 
             self.opt_g.zero_grad(set_to_none=True)
-            g_loss = _generator_loss(cfg.loss, d(fake, fake_labels))
+            g_loss = generator_loss(cfg.loss, d(fake, fake_labels))
             g_loss.backward()
             self.opt_g.step()
             if self.ema is not None:
