@@ -18,7 +18,7 @@ def _session(repo, name):
     )
 
 
-def _grpc_inputs(feeds):
+def _inputs(feeds):
     inputs = []
     for name, value in feeds.items():
         value = value.reshape(-1, 1) if name == "label" else value
@@ -50,7 +50,7 @@ def test_grpc_and_http_inference_match_onnxruntime_in_process(local_triton, tiny
 
     client = grpcclient.InferenceServerClient(local_triton.grpc_url)
     result = client.infer(
-        "cgan", _grpc_inputs(feeds), outputs=[grpcclient.InferRequestedOutput("image")]
+        "cgan", _inputs(feeds), outputs=[grpcclient.InferRequestedOutput("image")]
     )
     assert [o.name for o in result.get_response().outputs] == ["image"]  # only what was asked for
     np.testing.assert_allclose(result.as_numpy("image"), expected[0], atol=1e-6)
@@ -77,5 +77,5 @@ def test_classmap_ensemble_equals_generator_then_classifier(local_triton, tiny_r
     images = _session(tiny_repo, "gen2d").run(["image"], feeds)[0]
     logits = _session(tiny_repo, "classifier").run(["logits"], {"image": images})[0]
     client = grpcclient.InferenceServerClient(local_triton.grpc_url)
-    result = client.infer("gen2d__classifier", _grpc_inputs(feeds))
+    result = client.infer("gen2d__classifier", _inputs(feeds))
     np.testing.assert_allclose(result.as_numpy("logits"), logits, atol=1e-5)

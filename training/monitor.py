@@ -40,10 +40,10 @@ def image_grid(images: torch.Tensor | np.ndarray, columns: int, padding: int = 2
 class LossHistory:
     """Per-epoch rows appended to ``history.csv`` (and TensorBoard scalars when available)."""
 
-    def __init__(self, run_dir: Path, fields: list[str]):
+    def __init__(self, run_dir: Path, fields: tuple[str, ...]):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.path = run_dir / "history.csv"
-        self.fields = fields
+        self.fields = list(fields)
         self._writer = None
         try:  # optional: only when tensorboard is installed
             from torch.utils.tensorboard import SummaryWriter

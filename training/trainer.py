@@ -8,7 +8,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,10 +35,10 @@ from .monitor import BalanceWatch, LossHistory, image_grid
 
 log = logging.getLogger(__name__)
 GRID_SEEDS = 16  # the studies' 4×4 grid of fixed latent points
-HISTORY_FIELDS = [
+HISTORY_FIELDS = (
     "epoch", "d_loss", "g_loss", "d_real", "d_fake", "seconds", "images_per_s", "weak_ic_error",
-]  # fmt: skip
-CLASSIFIER_FIELDS = ["epoch", "loss", "train_accuracy", "test_accuracy", "seconds", "images_per_s"]
+)  # fmt: skip
+CLASSIFIER_FIELDS = ("epoch", "loss", "train_accuracy", "test_accuracy", "seconds", "images_per_s")
 
 
 def fit_model_to_data(model: ModelConfig, splits: DataSplits) -> ModelConfig:
@@ -104,18 +104,65 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         ema_b.copy_(b)
 
 
-class GANTrainer:
+class _Trainer:
+    """What both trainers share: seeding, run directory, history, checkpoint save and resume."""
+
+    kind = ""
+    history_fields: ClassVar[tuple[str, ...]] = ()
+
     def __init__(
         self, model: ModelConfig, data: DataConfig, train: TrainConfig, splits: DataSplits
     ):
-        if model.family is Family.CLASSIFIER:
-            raise ValueError("use ClassifierTrainer for the classifier family")
         self.model_cfg = fit_model_to_data(model, splits)
         self.data_cfg, self.cfg, self.splits = data, train, splits
         self.run_dir = Path(train.out)
         if train.threads:
             torch.set_num_threads(train.threads)
         self.rng = seed_everything(train.seed)
+        self.epoch = 0
+        self.history = LossHistory(self.run_dir, self.history_fields)
+        self.metrics: dict[str, Any] = {}
+
+    def _states(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _load_states(self, raw: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def save(self) -> Path:
+        payload = checkpoint_dict(
+            kind=self.kind,
+            model=self.model_cfg,
+            train=self.cfg,
+            data=self.data_cfg,
+            data_info=_data_info(self.splits),
+            epoch=self.epoch,
+            states={**self._states(), "rng": capture_rng_state(self.rng)},
+            metrics=self.metrics,
+        )
+        return write_checkpoint(self.run_dir, self.epoch, payload)
+
+    def resume(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path)
+        if ckpt.kind != self.kind:
+            raise CheckpointError(f"{path}: is a {ckpt.kind} checkpoint, not a {self.kind}")
+        self._load_states(ckpt.raw)
+        restore_rng_state(ckpt.raw["rng"], self.rng)
+        self.epoch, self.metrics = ckpt.epoch, dict(ckpt.metrics)
+        self.history.truncate_after(self.epoch)
+        log.info("resumed from %s at epoch %d", path, self.epoch)
+
+
+class GANTrainer(_Trainer):
+    kind = "gan"
+    history_fields = HISTORY_FIELDS
+
+    def __init__(
+        self, model: ModelConfig, data: DataConfig, train: TrainConfig, splits: DataSplits
+    ):
+        if model.family is Family.CLASSIFIER:
+            raise ValueError("use ClassifierTrainer for the classifier family")
+        super().__init__(model, data, train, splits)
         self.generator, self.discriminator = build_gan(self.model_cfg)
         betas = (train.beta1, train.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=train.lr, betas=betas)
@@ -136,40 +183,17 @@ class GANTrainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
-            "rng": capture_rng_state(self.rng),
             "balance_streak": self.balance.streak,
         }
 
-    def save(self) -> Path:
-        payload = checkpoint_dict(
-            kind="gan",
-            model=self.model_cfg,
-            train=self.cfg,
-            data=self.data_cfg,
-            data_info=_data_info(self.splits),
-            epoch=self.epoch,
-            states=self._states(),
-            metrics=self.metrics,
-        )
-        return write_checkpoint(self.run_dir, self.epoch, payload)
-
-    def resume(self, path: str | Path) -> None:
-        ckpt = load_checkpoint(path)
-        if ckpt.kind != "gan":
-            raise CheckpointError(f"{path}: is a {ckpt.kind} checkpoint, not a GAN")
-        raw = ckpt.raw
+    def _load_states(self, raw: dict[str, Any]) -> None:
         self.generator.load_state_dict(raw["generator"])
         self.discriminator.load_state_dict(raw["discriminator"])
         if self.ema is not None and raw.get("ema"):
             self.ema.load_state_dict(raw["ema"])
         self.opt_g.load_state_dict(raw["opt_g"])
         self.opt_d.load_state_dict(raw["opt_d"])
-        restore_rng_state(raw["rng"], self.rng)
         self.balance.streak = raw.get("balance_streak", 0)
-        self.epoch = ckpt.epoch
-        self.metrics = dict(ckpt.metrics)
-        self.history.truncate_after(self.epoch)
-        log.info("resumed from %s at epoch %d", path, self.epoch)
 
     # -- monitoring --------------------------------------------------------------------------
     def sampling_generator(self) -> Generator:
@@ -318,50 +342,25 @@ class GANTrainer:
         return last if last is not None else self.save()
 
 
-class ClassifierTrainer:
+class ClassifierTrainer(_Trainer):
     """Trains the class model that ClassMap and evaluation use (cross-entropy, Adam 1e-3)."""
+
+    kind = "classifier"
+    history_fields = CLASSIFIER_FIELDS
 
     def __init__(
         self, model: ModelConfig, data: DataConfig, train: TrainConfig, splits: DataSplits
     ):
-        self.model_cfg = fit_model_to_data(model, splits)
-        self.data_cfg, self.cfg, self.splits = data, train, splits
-        self.run_dir = Path(train.out)
-        if train.threads:
-            torch.set_num_threads(train.threads)
-        self.rng = seed_everything(train.seed)
+        super().__init__(model, data, train, splits)
         self.model = build_classifier(self.model_cfg)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.epoch = 0
-        self.history = LossHistory(self.run_dir, CLASSIFIER_FIELDS)
-        self.metrics: dict[str, Any] = {}
 
-    def save(self) -> Path:
-        payload = checkpoint_dict(
-            kind="classifier",
-            model=self.model_cfg,
-            train=self.cfg,
-            data=self.data_cfg,
-            data_info=_data_info(self.splits),
-            epoch=self.epoch,
-            states={
-                "classifier": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "rng": capture_rng_state(self.rng),
-            },
-            metrics=self.metrics,
-        )
-        return write_checkpoint(self.run_dir, self.epoch, payload)
+    def _states(self) -> dict[str, Any]:
+        return {"classifier": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
 
-    def resume(self, path: str | Path) -> None:
-        ckpt = load_checkpoint(path)
-        if ckpt.kind != "classifier":
-            raise CheckpointError(f"{path}: is a {ckpt.kind} checkpoint, not a classifier")
-        self.model.load_state_dict(ckpt.raw["classifier"])
-        self.optimizer.load_state_dict(ckpt.raw["optimizer"])
-        restore_rng_state(ckpt.raw["rng"], self.rng)
-        self.epoch, self.metrics = ckpt.epoch, dict(ckpt.metrics)
-        self.history.truncate_after(self.epoch)
+    def _load_states(self, raw: dict[str, Any]) -> None:
+        self.model.load_state_dict(raw["classifier"])
+        self.optimizer.load_state_dict(raw["optimizer"])
 
     @torch.no_grad()
     def accuracy(self, split) -> float:
