@@ -207,7 +207,8 @@ class Operations:
                 np.float32
             )
         dim = model.latent_dim
-        axis_x, axis_y = request.axis_x, request.axis_y if request.axis_y or request.axis_x else 1
+        axis_x = request.axis_x if request.HasField("axis_x") else 0
+        axis_y = request.axis_y if request.HasField("axis_y") else 1
         check.in_range(axis_x, 0, dim - 1, "axis_x")
         check.in_range(axis_y, 0, dim - 1, "axis_y")
         if axis_x == axis_y:
