@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -37,8 +38,6 @@ def tensor(array: np.ndarray) -> pb.Tensor:
 
 
 def model_info(description: ModelDescription, backend: str) -> pb.ModelInfo:
-    import json
-
     channels, height, width = description.image_shape
     return pb.ModelInfo(
         name=description.name,

@@ -426,12 +426,21 @@ def test_concurrent_single_image_requests_are_batched(service, stub):
 
 def test_class_map_axes_can_be_swapped(stub):
     resolution = 12
-    default = np.array(stub.ClassMap(pb.ClassMapRequest(model="gen2d", resolution=resolution)).class_ids)
-    swapped = np.array(
-        stub.ClassMap(pb.ClassMapRequest(model="gen2d", resolution=resolution, axis_x=1, axis_y=0)).class_ids
+    default = np.array(
+        stub.ClassMap(pb.ClassMapRequest(model="gen2d", resolution=resolution)).class_ids
     )
-    default, swapped = default.reshape(resolution, resolution), swapped.reshape(resolution, resolution)
+    swapped = np.array(
+        stub.ClassMap(
+            pb.ClassMapRequest(model="gen2d", resolution=resolution, axis_x=1, axis_y=0)
+        ).class_ids
+    )
+    default, swapped = (
+        default.reshape(resolution, resolution),
+        swapped.reshape(resolution, resolution),
+    )
     # cell (r, c) of the swapped map holds the latent of cell (R-1-c, R-1-r) of the default one
     last = resolution - 1
-    expected = np.array([[default[last - c, last - r] for c in range(resolution)] for r in range(resolution)])
+    expected = np.array(
+        [[default[last - c, last - r] for c in range(resolution)] for r in range(resolution)]
+    )
     np.testing.assert_array_equal(swapped, expected)
