@@ -1,0 +1,123 @@
+"""The in-process dynamic batcher's logic, with a fake model (unit tests; the service tests use ORT)."""
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from ganserve.service.batching import DynamicBatcher
+from ganserve.service.errors import DeadlineExceeded, Overloaded
+
+
+class Recorder:
+    def __init__(self, delay_s: float = 0.0):
+        self.delay_s = delay_s
+        self.batches: list[int] = []
+        self.observed: list[tuple[int, float, float]] = []
+
+    def run(self, inputs, outputs):
+        time.sleep(self.delay_s)
+        self.batches.append(len(inputs["z"]))
+        return {name: inputs["z"] * (2.0 if name == "double" else 1.0) for name in outputs}
+
+    def batch_done(self, backend, model, batch_size, queue_s, inference_s):
+        self.observed.append((batch_size, queue_s, inference_s))
+
+
+def batcher(recorder, **kwargs):
+    return DynamicBatcher(
+        recorder.run, ThreadPoolExecutor(1), model="m", observer=recorder, **kwargs
+    )
+
+
+def z(n, start=0.0):
+    return {"z": (np.arange(n, dtype=np.float32) + start).reshape(n, 1)}
+
+
+def test_concurrent_requests_merge_and_each_gets_its_own_rows():
+    recorder = Recorder(delay_s=0.01)
+
+    async def scenario():
+        b = batcher(recorder, max_batch_size=64, max_queue_delay_s=0.05)
+        results = await asyncio.gather(*(b.submit(z(1, start=i), ["double"]) for i in range(20)))
+        return results
+
+    results = asyncio.run(scenario())
+    assert [float(r["double"][0, 0]) for r in results] == [2.0 * i for i in range(20)]
+    assert sum(recorder.batches) == 20 and len(recorder.batches) < 20
+    assert [o[0] for o in recorder.observed] == recorder.batches
+
+
+def test_batches_never_exceed_the_maximum_and_big_requests_are_split():
+    recorder = Recorder()
+
+    async def scenario():
+        b = batcher(recorder, max_batch_size=8, max_queue_delay_s=0.02)
+        big, *small = await asyncio.gather(
+            b.submit(z(20), ["out"]), *(b.submit(z(3), ["out"]) for _ in range(5))
+        )
+        return big, small
+
+    big, small = asyncio.run(scenario())
+    np.testing.assert_array_equal(big["out"][:, 0], np.arange(20))
+    assert all(len(s["out"]) == 3 for s in small)
+    assert max(recorder.batches) <= 8 and sum(recorder.batches) == 35
+
+
+def test_batching_off_runs_every_request_alone():
+    recorder = Recorder()
+
+    async def scenario():
+        b = batcher(recorder, max_batch_size=64, max_queue_delay_s=0.05, enabled=False)
+        await asyncio.gather(*(b.submit(z(2), ["out"]) for _ in range(6)))
+
+    asyncio.run(scenario())
+    assert recorder.batches == [2] * 6
+
+
+def test_a_full_queue_is_refused_at_once():
+    recorder = Recorder(delay_s=0.2)
+
+    async def scenario():
+        b = batcher(recorder, max_batch_size=4, max_queue_delay_s=0.0, max_queued_images=6)
+        first = asyncio.ensure_future(b.submit(z(4), ["out"]))
+        await asyncio.sleep(0.05)  # the first batch is running; the queue is empty again
+        second = asyncio.ensure_future(b.submit(z(4), ["out"]))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match="queue full"):
+            await b.submit(z(4), ["out"])  # 4 waiting + 4 > 6
+        await asyncio.gather(first, second)
+
+    asyncio.run(scenario())
+
+
+def test_deadline_while_queued_raises_and_the_request_is_skipped():
+    recorder = Recorder(delay_s=0.2)
+
+    async def scenario():
+        b = batcher(recorder, max_batch_size=1, max_queue_delay_s=0.0)
+        running = asyncio.ensure_future(b.submit(z(1), ["out"]))
+        await asyncio.sleep(0.02)
+        with pytest.raises(DeadlineExceeded):
+            await b.submit(z(1, start=5), ["out"], timeout_s=0.05)
+        await running
+        await asyncio.sleep(0.3)
+
+    asyncio.run(scenario())
+    assert recorder.batches == [1]  # the timed-out request never ran
+
+
+def test_an_inference_error_reaches_every_caller_of_the_batch():
+    def broken(inputs, outputs):
+        raise RuntimeError("boom")
+
+    async def scenario():
+        b = DynamicBatcher(broken, ThreadPoolExecutor(1), model="m", max_queue_delay_s=0.01)
+        return await asyncio.gather(
+            *(b.submit(z(1), ["out"]) for _ in range(3)), return_exceptions=True
+        )
+
+    results = asyncio.run(scenario())
+    assert all(isinstance(r, RuntimeError) for r in results)
