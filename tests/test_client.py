@@ -1,0 +1,146 @@
+"""The client SDK against the real service."""
+
+import asyncio
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from ganserve.client import (
+    AsyncClient,
+    AuthenticationError,
+    Client,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    ModelNotFoundError,
+    OverloadedError,
+    Retry,
+    UnavailableError,
+)
+from ganserve.export.triton_local import free_port
+from ganserve.latents import latent_from_seed
+from tests.conftest import RunningService, serve_config
+
+
+def test_sdk_and_service_import_without_torch_or_onnx():
+    code = (
+        "import sys, ganserve.client, ganserve.service.server, ganserve.service.backends.embedded;"
+        "bad = [m for m in ('torch', 'onnx') if m in sys.modules]; assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with Client(service.address, timeout_s=30) as c:
+        yield c
+
+
+def test_models_and_generate_return_typed_results(client):
+    models = {m.name: m for m in client.list_models()}
+    assert models["cgan"].conditional and models["cgan"].image_shape == (1, 28, 28)
+    assert client.get_model("gen2d").layer_names[-1] == "image"
+    images = client.generate("cgan", seeds=[3, 4], labels=7)
+    assert [i.seed for i in images] == [3, 4] and [i.label for i in images] == [7, 7]
+    np.testing.assert_array_equal(images[0].latent, latent_from_seed(3, 6))
+    assert images[0].to_pil().size == (28, 28)
+    floats = client.generate("gen2d", latents=np.zeros((2, 2)), image_format="float32")
+    assert floats[0].array.shape == (1, 28, 28) and floats[0].array.dtype == np.float32
+    assert floats[0].seed is None and floats[0].to_pil().size == (28, 28)
+    assert len(client.generate("gen2d", count=3)) == 3
+
+
+def test_interpolate_class_map_and_activations(client):
+    frames = list(client.interpolate("gen2d", [1, [0.5, -0.5]], steps=6))
+    assert [f.index for f in frames] == list(range(6)) and frames[0].image.seed == 1
+    np.testing.assert_allclose(frames[-1].image.latent, [0.5, -0.5])
+    cmap = client.class_map("gen2d", 16, render_png=True)
+    assert (
+        cmap.class_ids.shape == (16, 16)
+        and cmap.png
+        and sum(cmap.shares.values()) == pytest.approx(1)
+    )
+    activations = client.layer_activations(
+        "cgan", [1, 2], ["deconv1"], labels=[0, 1], heatmaps=True
+    )
+    assert activations["deconv1"].tensor.shape[0] == 2 and len(activations["deconv1"].heatmaps) == 2
+
+
+def test_status_codes_become_typed_exceptions(client):
+    with pytest.raises(ModelNotFoundError):
+        client.generate("nope", seeds=[1])
+    with pytest.raises(InvalidArgumentError, match=r"count: 5000 is outside"):
+        client.generate("gen2d", count=5000)
+    with pytest.raises(DeadlineExceededError):
+        client.class_map("gen2d", 256, plane=[1, 2, 3], timeout_s=0.001)
+
+
+def test_async_client_mirrors_the_sync_one(service):
+    async def scenario():
+        async with AsyncClient(service.address) as client:
+            assert await client.healthy()
+            models = await client.list_models()
+            images = await client.generate("gen2d", seeds=[5])
+            frames = [f async for f in client.interpolate("gen2d", [1, 2], steps=4)]
+            cmap = await client.class_map("gen2d", 8)
+            layers = await client.layer_activations("gen2d", [1], ["project"])
+            with pytest.raises(InvalidArgumentError):
+                await client.generate("gen2d", latents=[[0.0] * 3])
+            return models, images, frames, cmap, layers
+
+    models, images, frames, cmap, layers = asyncio.run(scenario())
+    assert {m.name for m in models} >= {"gen2d"} and images[0].seed == 5
+    assert len(frames) == 4 and cmap.class_ids.shape == (8, 8) and "project" in layers
+
+
+def test_retries_ride_out_a_server_that_is_still_starting(tiny_repo):
+    port = free_port()
+    started = {}
+
+    def start_later():
+        time.sleep(0.6)
+        started["service"] = RunningService(serve_config(tiny_repo, address=f"127.0.0.1:{port}"))
+
+    with (
+        Client(f"127.0.0.1:{port}", retry=None, timeout_s=5) as no_retry,
+        pytest.raises(UnavailableError),
+    ):
+        no_retry.list_models()
+    thread = threading.Thread(target=start_later)
+    thread.start()
+    try:
+        retry = Retry(max_attempts=5, initial_backoff_s=0.3, max_backoff_s=2.0)
+        with Client(f"127.0.0.1:{port}", retry=retry, timeout_s=20) as client:
+            assert client.list_models()
+    finally:
+        thread.join()
+        started["service"].stop()
+
+
+def test_a_queue_that_stays_full_ends_in_overloaded_after_retries(tiny_repo):
+    running = RunningService(serve_config(tiny_repo, max_queued_images=2))
+    try:
+        retry = Retry(max_attempts=3, initial_backoff_s=0.05)
+        with Client(running.address, retry=retry) as client, pytest.raises(OverloadedError):
+            client.generate("gen2d", count=10)
+        assert (
+            'ganserve_requests_total{code="RESOURCE_EXHAUSTED",method="Generate"} 3.0'
+            in running.metrics_text()
+        )
+    finally:
+        running.stop()
+
+
+def test_token_option(tiny_repo, monkeypatch):
+    monkeypatch.setenv("TEST_SDK_TOKEN", "abc123")
+    running = RunningService(serve_config(tiny_repo, auth_token_env="TEST_SDK_TOKEN"))
+    try:
+        with Client(running.address) as anonymous, pytest.raises(AuthenticationError):
+            anonymous.list_models()
+        with Client(running.address, token="abc123") as client:
+            assert client.list_models()
+    finally:
+        running.stop()
