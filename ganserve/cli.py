@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from ganserve.errors import GanserveError
+from ganserve.errors import GanserveError, UsageError
 from ganserve.settings import add_dataclass_arguments, dataclass_from_args
 
 Handler = Callable[[argparse.Namespace], int]
@@ -234,12 +234,80 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "batch",
+        help="generate large image sets through the service (resumable)",
+        description="Generate PNG files (or NPZ shards) plus a JSONL manifest through a running service. "
+        "Killing the job and running the same command again completes it with no missing, duplicate "
+        "or corrupt file.",
+    )
+    parser.add_argument(
+        "--job",
+        help="YAML/JSON job spec (items of model, seeds, classes); overrides the flags below",
+    )
+    parser.add_argument("--model", help="model to generate from")
+    parser.add_argument("--seeds", default="0-99", help="seed ranges, e.g. 0-99999 or 0-9,100-109")
+    parser.add_argument(
+        "--classes",
+        default="",
+        help="conditional models: class ranges, e.g. 0-9 (each seed in each)",
+    )
+    parser.add_argument("--out", default="batch-out", help="output folder")
+    parser.add_argument(
+        "--format", choices=("png", "npz"), default="png", help="PNG files or NPZ shards"
+    )
+    parser.add_argument("--shard-size", type=int, default=1000, help="images per NPZ shard")
+    parser.add_argument(
+        "--request-size", type=int, default=64, help="images per Generate call (png)"
+    )
+    parser.add_argument("--concurrency", type=int, default=8, help="calls in flight")
+    parser.add_argument("--retries", type=int, default=5, help="job-level retries of a failed call")
+    parser.add_argument("--address", default="localhost:50051", help="service address")
+    parser.add_argument("--timeout-s", type=float, default=60.0, help="deadline per call")
+    parser.add_argument("--token", default=None, help="bearer token (or GANSERVE_TOKEN)")
+    parser.add_argument("--progress", type=int, default=1, help="show a progress bar (0/1)")
+    parser.set_defaults(handler=_run_batch)
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from ganserve.batch import BatchJob, JobItem, JobSpec, load_job, parse_classes
+    from ganserve.client import Client
+    from ganserve.latents import parse_seed_ranges
+
+    settings = {
+        "image_format": args.format,
+        "request_size": args.request_size,
+        "shard_size": args.shard_size,
+        "concurrency": args.concurrency,
+        "retries": args.retries,
+    }
+    if args.job:
+        spec = load_job(Path(args.job), out=args.out, **settings)
+    else:
+        if not args.model:
+            raise UsageError("give --model (and --seeds) or --job")
+        item = JobItem(
+            args.model, tuple(parse_seed_ranges(args.seeds)), parse_classes(args.classes)
+        )
+        spec = JobSpec(items=[item], out=Path(args.out), **settings)
+    token = args.token or os.environ.get("GANSERVE_TOKEN")
+    with Client(args.address, timeout_s=args.timeout_s, token=token) as client:
+        report = BatchJob(spec, client, progress=bool(args.progress)).run()
+    print(json.dumps(report.as_dict(), indent=2))
+    return 0 if report.failed == 0 else 1
+
+
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _train_parser,
     _evaluate_parser,
     _export_parser,
     _triton_parser,
     _serve_parser,
+    _batch_parser,
 ]
 
 

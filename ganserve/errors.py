@@ -13,3 +13,7 @@ class DataError(GanserveError, ValueError):
 
 class CheckpointError(GanserveError, ValueError):
     """A checkpoint is missing, unreadable, or of the wrong kind."""
+
+
+class UsageError(GanserveError, ValueError):
+    """A command was given contradictory or missing options."""

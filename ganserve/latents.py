@@ -11,6 +11,8 @@ from enum import Enum
 
 import numpy as np
 
+from ganserve.errors import UsageError
+
 MAX_SEED = 2**32 - 1
 
 
@@ -50,17 +52,19 @@ def parse_seed_ranges(text: str) -> list[int]:
         part = part.strip()
         if not part:
             continue
+        if not part.replace("-", "").isdigit():
+            raise UsageError(f"not a seed or seed range: {part!r} (use e.g. 0-99,120)")
         if "-" in part:
             lo_text, hi_text = part.split("-", 1)
             lo, hi = int(lo_text), int(hi_text)
             if hi < lo:
-                raise ValueError(f"seed range {part!r} ends before it starts")
+                raise UsageError(f"seed range {part!r} ends before it starts")
             seeds.extend(range(lo, hi + 1))
         else:
             seeds.append(int(part))
     for seed in seeds:
         if not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"seed {seed} outside [0, {MAX_SEED}]")
+            raise UsageError(f"seed {seed} outside [0, {MAX_SEED}]")
     return seeds
 
 
