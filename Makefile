@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= train,triton-local,dev
+EXTRAS ?= train,triton-local,loadtest,dev
 
 .PHONY: install run test lint
 

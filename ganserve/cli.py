@@ -301,6 +301,66 @@ def _run_batch(args: argparse.Namespace) -> int:
     return 0 if report.failed == 0 else 1
 
 
+def _loadtest_parser(sub: argparse._SubParsersAction) -> None:
+    from ganserve.loadtest import RPCS
+
+    parser = sub.add_parser(
+        "loadtest",
+        help="throughput and latency of a running service",
+        description="Closed-loop concurrency sweep (default) or open-loop fixed rate (--rate) against one "
+        "RPC; writes JSON and a PNG plot of throughput and latency.",
+    )
+    parser.add_argument("--address", default="localhost:50051")
+    parser.add_argument("--model", default="fmnist-cgan")
+    parser.add_argument("--rpc", choices=RPCS, default="generate")
+    parser.add_argument(
+        "--batch-size", type=int, default=1, help="images per Generate, frames per Interpolate"
+    )
+    parser.add_argument("--resolution", type=int, default=32, help="ClassMap cells per side")
+    parser.add_argument(
+        "--label", type=int, default=None, help="class for conditional models (default 0)"
+    )
+    parser.add_argument(
+        "--concurrency", default="1,8,32,64", help="closed loop: worker counts to sweep"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="open loop: requests per second (0: closed loop)"
+    )
+    parser.add_argument("--duration-s", type=float, default=10.0, help="measured seconds per level")
+    parser.add_argument(
+        "--warmup-s", type=float, default=1.0, help="unmeasured seconds before each level"
+    )
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="deadline per request")
+    parser.add_argument("--token", default=None, help="bearer token")
+    parser.add_argument("--out", default="loadtest-results", help="folder for the JSON and PNG")
+    parser.set_defaults(handler=_run_loadtest)
+
+
+def _run_loadtest(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ganserve.latents import parse_seed_ranges
+    from ganserve.loadtest import LoadSpec, run_loadtest
+
+    spec = LoadSpec(
+        address=args.address,
+        model=args.model,
+        rpc=args.rpc,
+        batch_size=args.batch_size,
+        resolution=args.resolution,
+        label=args.label,
+        duration_s=args.duration_s,
+        warmup_s=args.warmup_s,
+        concurrency=tuple(parse_seed_ranges(args.concurrency)),
+        rate=args.rate,
+        timeout_s=args.timeout_s,
+        token=args.token,
+    )
+    report = run_loadtest(spec, Path(args.out))
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _train_parser,
     _evaluate_parser,
@@ -308,6 +368,7 @@ PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _triton_parser,
     _serve_parser,
     _batch_parser,
+    _loadtest_parser,
 ]
 
 
