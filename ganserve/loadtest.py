@@ -202,6 +202,30 @@ class LoadGenerator:
         result.seconds = self.spec.duration_s
         return result
 
+    async def run_requests(self, total: int) -> dict:
+        """Exactly ``total`` requests from ``concurrency[0]`` closed-loop workers (soak and memory runs)."""
+        workers = self.spec.concurrency[0]
+        async with grpc.aio.insecure_channel(self.spec.address) as channel:
+            stub = pb_grpc.GenerationServiceStub(channel)
+            model = await stub.GetModel(
+                pb.GetModelRequest(model=self.spec.model), metadata=self._metadata
+            )
+            result = LevelResult(concurrency=workers, rate=0.0, requests=0, seconds=0.0, images=0)
+            next_index = iter(range(total))
+            started = time.perf_counter()
+
+            async def worker():
+                for index in next_index:
+                    began = time.perf_counter()
+                    code = await self._one(stub, build_request(self.spec, model, index))
+                    result.requests += 1
+                    result.codes[code] += 1
+                    result.latencies_ms.append((time.perf_counter() - began) * 1000)
+
+            await asyncio.gather(*(worker() for _ in range(workers)))
+            result.seconds = time.perf_counter() - started
+        return result.summary()
+
     async def run(self) -> dict:
         options = [("grpc.max_receive_message_length", 256 * 1024 * 1024)]
         async with grpc.aio.insecure_channel(self.spec.address, options=options) as channel:

@@ -1,0 +1,205 @@
+"""Serving speed against the yardstick, all measured side by side in one run.
+
+    python benchmarks/serve_throughput.py [--model fmnist-cgan] [--seconds 5] [--memory-requests 100000]
+
+The yardstick is raw ONNX Runtime in process at batch 64 on the same model. Then, with the
+service in its own process (embedded backend unless said) and the load generator on this machine:
+bulk Generate (count 64), single-image Generate at concurrency 32 with batching on, off, and on the
+Triton backend (the local tritonserver), single-image latency at concurrency 1, ClassMap at 100²
+and 256², a batch job end to end, and the service's resident memory after 1,000 and 100,000
+requests. Results: ``benchmarks/results/serve.json``; every speed also as a ratio to the yardstick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import onnxruntime as ort
+
+from ganserve.export.onnx_export import example_inputs
+from ganserve.export.triton_local import LocalTriton, free_port
+from ganserve.loadtest import LoadGenerator, LoadSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+REPO = ROOT / "deploy" / "model_repository"
+
+
+def yardstick(model: str, seconds: float, threads: int) -> float:
+    """Raw ONNX Runtime, batch 64, images/s."""
+    from ganserve.export.onnx_export import read_description
+
+    path = REPO / model / "1" / "model.onnx"
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = example_inputs(read_description(path), 64)
+    session.run(["image"], feeds)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        session.run(["image"], feeds)
+        count += 64
+    return count / (time.perf_counter() - started)
+
+
+class Service:
+    """``ganserve serve`` in its own process on free ports."""
+
+    def __init__(self, *flags: str):
+        self.port, self.metrics_port = free_port(), free_port()
+        command = [sys.executable, "-m", "ganserve.cli", "--log-level", "WARNING", "serve",
+                   "--address", f"127.0.0.1:{self.port}", "--metrics-port", str(self.metrics_port), *flags]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        import grpc
+
+        grpc.channel_ready_future(grpc.insecure_channel(self.address)).result(timeout=120)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(60)
+
+
+def load(address: str, model: str, seconds: float, **kwargs) -> dict:
+    spec = LoadSpec(address=address, model=model, duration_s=seconds, warmup_s=1.0, **kwargs)
+    return asyncio.run(LoadGenerator(spec).run())["levels"][0]
+
+
+def classmap_seconds(address: str, model: str, resolution: int) -> float:
+    from ganserve.client import Client
+
+    with Client(address, timeout_s=600) as client:
+        started = time.perf_counter()
+        client.class_map(model, resolution, value_range=(-1.0, 1.0 + resolution * 1e-6))
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="fmnist-cgan")
+    parser.add_argument("--map-model", default="fmnist-2d")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--threads", type=int, default=2, help="ONNX Runtime threads (yardstick and service)"
+    )
+    parser.add_argument("--memory-requests", type=int, default=100_000)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.json"))
+    args = parser.parse_args()
+    threads = str(args.threads)
+    results: dict = {"model": args.model, "threads": args.threads, "cpu_count": os.cpu_count()}
+
+    results["yardstick_ort_batch64_images_per_s"] = base = yardstick(
+        args.model, args.seconds, args.threads
+    )
+    print(f"yardstick: raw ONNX Runtime batch 64: {base:.0f} img/s", flush=True)
+
+    def record(name: str, level: dict) -> None:
+        level["ratio_to_yardstick"] = round(level["images_per_s"] / base, 3)
+        results[name] = level
+        print(f"{name}: {level['images_per_s']:.0f} img/s ({level['ratio_to_yardstick']:.2f}x), "
+              f"p50 {level['latency_ms']['p50']:.2f} ms, p99 {level['latency_ms']['p99']:.2f} ms, {level['codes']}", flush=True)  # fmt: skip
+
+    service = Service("--ort-threads", threads)
+    try:
+        record(
+            "bulk_count64_c1",
+            load(service.address, args.model, args.seconds, batch_size=64, concurrency=(1,)),
+        )
+        record(
+            "bulk_count64_c2",
+            load(service.address, args.model, args.seconds, batch_size=64, concurrency=(2,)),
+        )
+        record(
+            "single_c32_batching",
+            load(service.address, args.model, args.seconds, concurrency=(32,)),
+        )
+        record(
+            "single_c1_latency", load(service.address, args.model, args.seconds, concurrency=(1,))
+        )
+        for resolution in (100, 256):
+            seconds = classmap_seconds(service.address, args.map_model, resolution)
+            results[f"classmap_{resolution}_seconds"] = seconds
+            print(
+                f"ClassMap {resolution}x{resolution}: {seconds:.2f} s ({resolution**2 / seconds:.0f} cells/s)",
+                flush=True,
+            )
+        out = Path(tempfile.mkdtemp(prefix="ganserve-batch-bench-"))
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "ganserve.cli", "batch", "--address", service.address, "--model",
+                        args.model, "--seeds", "0-9999", "--classes", "0", "--out", str(out), "--progress", "0"],
+                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        batch_rate = 10000 / (time.perf_counter() - started)
+        results["batch_job_png_images_per_s"] = batch_rate
+        print(f"batch job, 10,000 PNG files + manifest: {batch_rate:.0f} img/s", flush=True)
+        shutil.rmtree(out, ignore_errors=True)
+    finally:
+        service.stop()
+
+    unbatched = Service("--ort-threads", threads, "--batching", "false")
+    try:
+        record(
+            "single_c32_no_batching",
+            load(unbatched.address, args.model, args.seconds, concurrency=(32,)),
+        )
+    finally:
+        unbatched.stop()
+
+    with LocalTriton(REPO, ort_threads=args.threads) as triton:
+        on_triton = Service("--backend", "triton", "--triton-url", triton.grpc_url)
+        try:
+            record(
+                "single_c32_triton",
+                load(on_triton.address, args.model, args.seconds, concurrency=(32,)),
+            )
+        finally:
+            on_triton.stop()
+
+    memory = Service("--ort-threads", threads)
+    try:
+        spec = dict(concurrency=(16,), warmup_s=0.0)
+        asyncio.run(
+            LoadGenerator(
+                LoadSpec(address=memory.address, model=args.model, duration_s=1e9, **spec)
+            ).run_requests(1000)
+        )
+        after_1k = memory.rss_mb()
+        asyncio.run(
+            LoadGenerator(
+                LoadSpec(address=memory.address, model=args.model, duration_s=1e9, **spec)
+            ).run_requests(args.memory_requests - 1000)
+        )
+        after_all = memory.rss_mb()
+    finally:
+        memory.stop()
+    results["memory_rss_mb"] = {"after_1000": after_1k, f"after_{args.memory_requests}": after_all,
+                                "growth_ratio": after_all / after_1k}  # fmt: skip
+    print(f"RSS: {after_1k:.1f} MB after 1,000 requests, {after_all:.1f} MB after {args.memory_requests:,} "
+          f"({100 * (after_all / after_1k - 1):+.1f}%)", flush=True)  # fmt: skip
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
