@@ -87,6 +87,7 @@ class LocalTriton:
     workspace: Path | None = None
     log_path: Path | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
+    _log_file: object | None = field(default=None, repr=False)
     models: list[str] = field(default_factory=list)
     _tmp: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
 
@@ -144,8 +145,10 @@ class LocalTriton:
             "--log-verbose=0",
         ]
         self.log_path = self.log_path or self.workspace / "tritonserver.log"
-        log_file = open(self.log_path, "wb")  # noqa: SIM115 - lives as long as the process
-        self.process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command, env=env, stdout=self._log_file, stderr=subprocess.STDOUT
+        )
         self._wait_ready()
         log.info(
             "tritonserver ready: gRPC %s, HTTP %s, models %s",
@@ -190,6 +193,9 @@ class LocalTriton:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
     def close(self) -> None:
         self.stop()
