@@ -9,13 +9,13 @@ REPO=${REPO:-deploy/model_repository}
 
 ganserve train --family classifier --epochs 6 --out "$RUNS/fmnist-classifier"
 ganserve train --family dcgan --conditional true --latent-dim 100 --width 0.5 --d-width 1.0 \
-    --ema-decay 0.999 --epochs 20 --out "$RUNS/fmnist-cgan"
+    --ema-decay 0.999 --epochs 15 --out "$RUNS/fmnist-cgan"
 ganserve train --family dcgan --latent-dim 2 --width 0.5 --ema-decay 0.999 --epochs 20 --out "$RUNS/fmnist-2d"
 
 CLASSIFIER="$RUNS/fmnist-classifier/checkpoints/last.pt"
 ganserve evaluate "$CLASSIFIER"
 for run in fmnist-cgan fmnist-2d; do
-    ganserve evaluate "$RUNS/$run/checkpoints/last.pt" --classifier "$CLASSIFIER"
+    ganserve evaluate "$RUNS/$run/checkpoints/last.pt" --classifier "$CLASSIFIER"  
 done
 
 ganserve export "$CLASSIFIER" --name fmnist-classifier --triton-repo "$REPO"
