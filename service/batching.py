@@ -99,6 +99,13 @@ class DynamicBatcher:
                 f"{self.model}: deadline passed while queued or running"
             ) from exc
 
+    async def close(self) -> None:
+        """Stop the worker (after shutdown has drained the calls)."""
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(

@@ -135,6 +135,8 @@ class EmbeddedBackend(Backend):
             log.info("loaded %s from %s on %s", name, path, model.providers)
 
     async def close(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
