@@ -22,6 +22,7 @@ from ganserve.v1 import generation_pb2_grpc as pb_grpc
 from .auth import BearerTokenInterceptor, load_token
 from .backends.base import Backend
 from .config import ServeConfig
+from .draining import DrainGate
 from .metrics import MetricsInterceptor, ServiceMetrics
 from .operations import Operations
 from .servicer import GenerationServicer
@@ -70,6 +71,7 @@ class Service:
     metrics: ServiceMetrics
     health: health.aio.HealthServicer
     port: int
+    drain_gate: DrainGate | None = None
     metrics_http: object | None = None
     _watch: asyncio.Task | None = field(default=None, repr=False)
     _serving: bool = True
@@ -101,12 +103,19 @@ class Service:
             await asyncio.sleep(HEALTH_PROBE_S)
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """Graceful: health NOT_SERVING, refuse new calls, let in-flight calls finish within grace."""
+        """Graceful: health NOT_SERVING, new calls UNAVAILABLE, in-flight calls finish within grace."""
+        grace = self.config.grace_period_s if grace_s is None else grace_s
         self._serving = False
-        await self._set_health(False)
         if self._watch is not None:
             self._watch.cancel()
-        await self.server.stop(self.config.grace_period_s if grace_s is None else grace_s)
+        await self._set_health(False)
+        if self.drain_gate is not None and not await self.drain_gate.drain(grace):
+            log.warning(
+                "grace period of %.1fs over with %d calls still running",
+                grace,
+                self.drain_gate.in_flight,
+            )
+        await self.server.stop(0.5)
         await self.backend.close()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
@@ -117,7 +126,8 @@ async def create_server(config: ServeConfig, backend: Backend | None = None) -> 
     metrics = ServiceMetrics()
     backend = backend or build_backend(config, metrics)
     await backend.start()
-    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
+    drain_gate = DrainGate()
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics), drain_gate]
     token = load_token(config.auth_token_file, config.auth_token_env)
     if token:
         interceptors.append(BearerTokenInterceptor(token))
@@ -153,7 +163,7 @@ async def create_server(config: ServeConfig, backend: Backend | None = None) -> 
     if port == 0:
         raise OSError(f"cannot listen on {config.address}")
     await server.start()
-    service = Service(config, server, backend, metrics, health_servicer, port)
+    service = Service(config, server, backend, metrics, health_servicer, port, drain_gate)
     if config.metrics_port >= 0:
         host = config.address.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
         service.metrics_http = metrics.serve_http(config.metrics_port, host)

@@ -18,11 +18,12 @@ def _session(repo, name):
     )
 
 
-def _inputs(feeds):
+def _inputs(feeds, client=grpcclient):
+    """Triton inputs for ``client`` (the gRPC or the HTTP module); labels are declared [N, 1]."""
     inputs = []
     for name, value in feeds.items():
         value = value.reshape(-1, 1) if name == "label" else value
-        tensor = grpcclient.InferInput(
+        tensor = client.InferInput(
             name, list(value.shape), "INT64" if value.dtype == np.int64 else "FP32"
         )
         tensor.set_data_from_numpy(value)
@@ -56,14 +57,7 @@ def test_grpc_and_http_inference_match_onnxruntime_in_process(local_triton, tiny
     np.testing.assert_allclose(result.as_numpy("image"), expected[0], atol=1e-6)
 
     http = httpclient.InferenceServerClient(local_triton.http_url)
-    inputs = []
-    for name, value in feeds.items():
-        value = value.reshape(-1, 1) if name == "label" else value
-        tensor = httpclient.InferInput(
-            name, list(value.shape), "INT64" if value.dtype == np.int64 else "FP32"
-        )
-        tensor.set_data_from_numpy(value)
-        inputs.append(tensor)
+    inputs = _inputs(feeds, httpclient)
     outputs = [httpclient.InferRequestedOutput(n) for n in ("image", "deconv2")]
     result = http.infer("cgan", inputs, outputs=outputs)
     np.testing.assert_allclose(result.as_numpy("image"), expected[0], atol=1e-6)
