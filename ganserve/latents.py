@@ -6,6 +6,7 @@ so the same request gives the same latent whatever framework or backend runs the
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from enum import Enum
 
@@ -14,6 +15,17 @@ import numpy as np
 from ganserve.errors import UsageError
 
 MAX_SEED = 2**32 - 1
+# Re-seeding one RandomState gives the same numbers as a new RandomState(seed) at a fraction of the
+# cost (constructing one takes ~85 µs); one per thread, as callers may run in several threads.
+_per_thread = threading.local()
+
+
+def _random_state(seed: int) -> np.random.RandomState:
+    state = getattr(_per_thread, "state", None)
+    if state is None:
+        state = _per_thread.state = np.random.RandomState()
+    state.seed(seed)
+    return state
 
 
 class Prior(str, Enum):
@@ -27,7 +39,7 @@ def latent_from_seed(seed: int, latent_dim: int, prior: Prior | str = Prior.UNIF
     """The float32 latent vector of shape ``[latent_dim]`` that ``seed`` stands for."""
     if not 0 <= int(seed) <= MAX_SEED:
         raise ValueError(f"seed must be in [0, {MAX_SEED}], got {seed}")
-    rng = np.random.RandomState(int(seed))
+    rng = _random_state(int(seed))
     if Prior(prior) is Prior.UNIFORM:
         z = rng.uniform(-1.0, 1.0, size=latent_dim)
     else:

@@ -51,3 +51,15 @@ def test_path_through_key_points_visits_each_key():
     np.testing.assert_allclose(frames[2], keys[1])
     np.testing.assert_allclose(frames[4], keys[2])
     np.testing.assert_allclose(frames[1], [0.5, 0.5])
+
+
+def test_latents_are_the_same_from_many_threads_in_any_order():
+    from concurrent.futures import ThreadPoolExecutor
+
+    seeds = list(range(500))
+    expected = np.stack(
+        [np.random.RandomState(s).uniform(-1, 1, size=16).astype(np.float32) for s in seeds]
+    )
+    with ThreadPoolExecutor(8) as pool:
+        rows = list(pool.map(lambda s: latent_from_seed(s, 16), reversed(seeds)))
+    np.testing.assert_array_equal(np.stack(rows[::-1]), expected)
