@@ -1,6 +1,7 @@
 """The in-process dynamic batcher's logic, with a fake model (unit tests; the service tests use ORT)."""
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,10 +15,12 @@ from ganserve.service.errors import DeadlineExceeded, Overloaded
 class Recorder:
     def __init__(self, delay_s: float = 0.0):
         self.delay_s = delay_s
+        self.started = threading.Event()  # set when the first batch begins to run
         self.batches: list[int] = []
         self.observed: list[tuple[int, float, float]] = []
 
     def run(self, inputs, outputs):
+        self.started.set()
         time.sleep(self.delay_s)
         self.batches.append(len(inputs["z"]))
         return {name: inputs["z"] * (2.0 if name == "double" else 1.0) for name in outputs}
@@ -83,7 +86,8 @@ def test_a_full_queue_is_refused_at_once():
     async def scenario():
         b = batcher(recorder, max_batch_size=4, max_queue_delay_s=0.0, max_queued_images=6)
         first = asyncio.ensure_future(b.submit(z(4), ["out"]))
-        await asyncio.sleep(0.05)  # the first batch is running; the queue is empty again
+        while not recorder.started.is_set():  # the first batch is running; the queue is empty again
+            await asyncio.sleep(0.005)
         second = asyncio.ensure_future(b.submit(z(4), ["out"]))
         await asyncio.sleep(0)
         with pytest.raises(Overloaded, match="queue full"):
@@ -99,7 +103,8 @@ def test_deadline_while_queued_raises_and_the_request_is_skipped():
     async def scenario():
         b = batcher(recorder, max_batch_size=1, max_queue_delay_s=0.0)
         running = asyncio.ensure_future(b.submit(z(1), ["out"]))
-        await asyncio.sleep(0.02)
+        while not recorder.started.is_set():
+            await asyncio.sleep(0.005)
         with pytest.raises(DeadlineExceeded):
             await b.submit(z(1, start=5), ["out"], timeout_s=0.05)
         await running

@@ -3,9 +3,8 @@
 import asyncio
 import subprocess
 import sys
-import threading
-import time
 
+import grpc
 import numpy as np
 import pytest
 
@@ -20,8 +19,9 @@ from ganserve.client import (
     Retry,
     UnavailableError,
 )
-from ganserve.export.triton_local import free_port
 from ganserve.latents import latent_from_seed
+from ganserve.v1 import generation_pb2 as pb
+from ganserve.v1 import generation_pb2_grpc as pb_grpc
 from tests.conftest import RunningService, serve_config
 
 
@@ -96,28 +96,39 @@ def test_async_client_mirrors_the_sync_one(service):
     assert len(frames) == 4 and cmap.class_ids.shape == (8, 8) and "project" in layers
 
 
-def test_retries_ride_out_a_server_that_is_still_starting(tiny_repo):
-    port = free_port()
-    started = {}
+class FailingTwice(pb_grpc.GenerationServiceServicer):
+    """A real gRPC server whose ListModels answers UNAVAILABLE twice, then succeeds."""
 
-    def start_later():
-        time.sleep(0.6)
-        started["service"] = RunningService(serve_config(tiny_repo, address=f"127.0.0.1:{port}"))
+    def __init__(self):
+        self.calls = 0
 
-    with (
-        Client(f"127.0.0.1:{port}", retry=None, timeout_s=5) as no_retry,
-        pytest.raises(UnavailableError),
-    ):
-        no_retry.list_models()
-    thread = threading.Thread(target=start_later)
-    thread.start()
+    def ListModels(self, request, context):
+        self.calls += 1
+        if self.calls <= 2:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "restarting")
+        return pb.ListModelsResponse(models=[pb.ModelInfo(name="m")])
+
+
+def test_retries_ride_out_unavailable_answers():
+    from concurrent.futures import ThreadPoolExecutor
+
+    servicer = FailingTwice()
+    server = grpc.server(ThreadPoolExecutor(2))
+    pb_grpc.add_GenerationServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
     try:
-        retry = Retry(max_attempts=5, initial_backoff_s=0.3, max_backoff_s=2.0)
-        with Client(f"127.0.0.1:{port}", retry=retry, timeout_s=20) as client:
-            assert client.list_models()
+        with Client(f"127.0.0.1:{port}", retry=None) as no_retry, pytest.raises(UnavailableError):
+            no_retry.list_models()
+        assert servicer.calls == 1
+        servicer.calls = 0
+        with Client(
+            f"127.0.0.1:{port}", retry=Retry(max_attempts=4, initial_backoff_s=0.05)
+        ) as client:
+            assert [m.name for m in client.list_models()] == ["m"]
+        assert servicer.calls == 3  # two refusals retried by gRPC itself, then the answer
     finally:
-        thread.join()
-        started["service"].stop()
+        server.stop(0)
 
 
 def test_a_queue_that_stays_full_ends_in_overloaded_after_retries(tiny_repo):
