@@ -15,9 +15,8 @@ import onnx
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from ganserve.description import METADATA_KEY, ModelDescription
+from ganserve.description import ENSEMBLE_KEY, METADATA_KEY, ModelDescription
 
-ENSEMBLE_KEY = "ganserve.ensemble"
 ONNX_TO_TRITON = {
     onnx.TensorProto.FLOAT: "TYPE_FP32",
     onnx.TensorProto.FLOAT16: "TYPE_FP16",

@@ -11,6 +11,7 @@ from enum import Enum
 from typing import Any
 
 METADATA_KEY = "ganserve.description"  # ONNX metadata_props key and Triton config parameter
+ENSEMBLE_KEY = "ganserve.ensemble"  # Triton config parameter of a ClassMap ensemble: its generator and classifier
 FORMAT_VERSION = 1
 
 
@@ -53,12 +54,6 @@ class ModelDescription:
     def main_output(self) -> str:
         """The output a plain request asks for: the image, or the classifier's logits."""
         return "logits" if self.kind is ModelKind.CLASSIFIER else "image"
-
-    @property
-    def input_names(self) -> tuple[str, ...]:
-        if self.kind is ModelKind.CLASSIFIER:
-            return ("image",)
-        return ("z", "label") if self.conditional else ("z",)
 
     def to_json(self) -> str:
         data = asdict(self)

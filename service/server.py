@@ -89,18 +89,21 @@ class Service:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
 
-    async def _watch_backend(self) -> None:
+    async def _publish(self, ready: bool) -> None:
+        """Health, the backend-ready gauge and (when ready) the served models' info metric."""
+        await self._set_health(ready)
+        self.metrics.backend_ready.labels(self.backend.name).set(1 if ready else 0)
+        if ready:
+            self.metrics.describe_models(self.backend.models(), self.backend.name)
+
+    async def _watch_backend(self, last: bool) -> None:
         """Health follows the backend (Triton down → NOT_SERVING, back → SERVING)."""
-        last = None
         while self._serving:
+            await asyncio.sleep(HEALTH_PROBE_S)
             ready = self.backend.is_ready()
             if ready != last:
-                await self._set_health(ready)
-                self.metrics.backend_ready.labels(self.backend.name).set(1 if ready else 0)
-                if ready:
-                    self.metrics.describe_models(self.backend.models(), self.backend.name)
+                await self._publish(ready)
                 last = ready
-            await asyncio.sleep(HEALTH_PROBE_S)
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Graceful: health NOT_SERVING, new calls UNAVAILABLE, in-flight calls finish within grace."""
@@ -167,9 +170,9 @@ async def create_server(config: ServeConfig, backend: Backend | None = None) -> 
     if config.metrics_port >= 0:
         host = config.address.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
         service.metrics_http = metrics.serve_http(config.metrics_port, host)
-    metrics.describe_models(backend.models(), backend.name)
-    await service._set_health(backend.is_ready())
-    service._watch = asyncio.get_running_loop().create_task(service._watch_backend())
+    ready = backend.is_ready()
+    await service._publish(ready)
+    service._watch = asyncio.get_running_loop().create_task(service._watch_backend(ready))
     log.info(
         "serving %s on port %d (%s backend, models: %s; metrics on %s)",
         SERVICE_NAME, port, backend.name, ", ".join(sorted(backend.models())) or "none yet", service.metrics_port,

@@ -13,8 +13,6 @@ from ganserve.v1 import generation_pb2 as pb
 from .backends.base import Backend
 from .errors import FailedPrecondition, InvalidArgument, ModelNotFound
 
-RAW_FLOAT32_BYTES = 4
-
 
 def served_model(backend: Backend, name: str, field: str = "model") -> ModelDescription:
     if not name:

@@ -144,9 +144,6 @@ class EmbeddedBackend(Backend):
     def models(self) -> dict[str, ModelDescription]:
         return {name: m.description for name, m in self._models.items()}
 
-    def providers(self, model: str) -> list[str]:
-        return self._models[model].providers
-
     def is_ready(self) -> bool:
         return bool(self._models) and self._executor is not None
 

@@ -18,7 +18,7 @@ import numpy as np
 import tritonclient.grpc.aio as triton
 from tritonclient.utils import InferenceServerException
 
-from ganserve.description import METADATA_KEY, ModelDescription
+from ganserve.description import ENSEMBLE_KEY, METADATA_KEY, ModelDescription
 
 from ..errors import (
     BackendUnavailable,
@@ -31,7 +31,6 @@ from ..errors import (
 from .base import Backend, InferenceObserver, NullObserver
 
 log = logging.getLogger(__name__)
-ENSEMBLE_KEY = "ganserve.ensemble"
 NUMPY_TO_TRITON = {np.dtype(np.float32): "FP32", np.dtype(np.int64): "INT64"}
 
 
