@@ -15,7 +15,7 @@ ganserve train --family dcgan --latent-dim 2 --width 0.5 --ema-decay 0.999 --epo
 CLASSIFIER="$RUNS/fmnist-classifier/checkpoints/last.pt"
 ganserve evaluate "$CLASSIFIER"
 for run in fmnist-cgan fmnist-2d; do
-    ganserve evaluate "$RUNS/$run/checkpoints/last.pt" --classifier "$CLASSIFIER"  
+    ganserve evaluate "$RUNS/$run/checkpoints/last.pt" --classifier "$CLASSIFIER"
 done
 
 ganserve export "$CLASSIFIER" --name fmnist-classifier --triton-repo "$REPO"
