@@ -1,14 +1,20 @@
 """Dynamic batching in process: concurrent requests to one model merge into one inference.
 
-Like Triton's dynamic batcher: a batch runs when it reaches ``max_batch_size`` images or when the
-oldest request has waited ``max_queue_delay_s``. The queue is bounded in images; a request that
-would overflow it is refused at once (RESOURCE_EXHAUSTED) rather than growing memory.
+Like Triton's dynamic batcher with an instance group: up to ``instances`` batches run at once (on
+a CPU, one single-threaded inference per core does more work than one inference spread over every
+core). A batch starts on a free instance when it reaches ``max_batch_size`` images or when the
+oldest request has waited ``max_queue_delay_s``; requests that arrive while every instance is busy
+merge. Work is spread over the free instances: a big request is cut into one chunk per instance,
+and a free instance takes its share of the queue rather than all of it. The queue is bounded in
+images; a request that would overflow it is refused at once (RESOURCE_EXHAUSTED) rather than
+growing memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -21,6 +27,15 @@ from .backends.base import InferenceObserver, NullObserver
 from .errors import DeadlineExceeded, Overloaded
 
 RunFn = Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]]
+MIN_SPLIT_IMAGES = 8  # a request is cut for several instances only into chunks at least this big
+
+
+def chunk_sizes(size: int, max_batch_size: int, instances: int) -> list[int]:
+    """How one request of ``size`` images is cut: no chunk over ``max_batch_size``, and as many
+    chunks as instances when each still gets ``MIN_SPLIT_IMAGES`` (so every core works on it)."""
+    count = max(math.ceil(size / max_batch_size), min(instances, size // MIN_SPLIT_IMAGES), 1)
+    base, extra = divmod(size, count)
+    return [base + 1] * extra + [base] * (count - extra)
 
 
 @dataclass
@@ -44,8 +59,11 @@ class DynamicBatcher:
         max_queue_delay_s: float = 0.002,
         max_queued_images: int = 4096,
         enabled: bool = True,
+        instances: int = 1,
         observer: InferenceObserver | None = None,
     ):
+        if instances < 1:
+            raise ValueError(f"instances must be at least 1, got {instances}")
         self._run = run
         self._executor = executor
         self.model, self.backend = model, backend
@@ -53,11 +71,13 @@ class DynamicBatcher:
         self.max_queue_delay_s = max_queue_delay_s if enabled else 0.0
         self.max_queued_images = max_queued_images
         self.enabled = enabled
+        self.instances = instances  # the executor must have at least this many threads
         self._observer = observer or NullObserver()
         self._queue: deque[_Pending] = deque()
         self._queued_images = 0
         self._wakeup = asyncio.Event()
         self._worker: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
 
     @property
     def queued_images(self) -> int:
@@ -67,44 +87,40 @@ class DynamicBatcher:
         self, inputs: dict[str, np.ndarray], outputs: Sequence[str], timeout_s: float | None = None
     ) -> dict[str, np.ndarray]:
         size = len(next(iter(inputs.values())))
-        if (
-            size > self.max_batch_size
-        ):  # one big request: chunks, which may share batches with others
-            chunks = [
-                {k: v[s : s + self.max_batch_size] for k, v in inputs.items()}
-                for s in range(0, size, self.max_batch_size)
-            ]
-            if self._queued_images + size > self.max_queued_images:
-                raise Overloaded(f"{self.model}: queue full ({self._queued_images} images waiting)")
-            parts = await asyncio.gather(*(self.submit(c, outputs, timeout_s) for c in chunks))
-            return {name: np.concatenate([p[name] for p in parts]) for name in outputs}
         if self._queued_images + size > self.max_queued_images:
             raise Overloaded(
                 f"{self.model}: queue full ({self._queued_images} images waiting, limit {self.max_queued_images})"
             )
+        sizes = chunk_sizes(size, self.max_batch_size, self.instances)
+        if len(sizes) > 1:  # chunks, which may share batches with others
+            starts = np.cumsum([0, *sizes[:-1]])
+            chunks = [
+                {k: v[a : a + n] for k, v in inputs.items()}
+                for a, n in zip(starts, sizes, strict=True)
+            ]
+            parts = await asyncio.gather(*(self.submit(c, outputs, timeout_s) for c in chunks))
+            return {name: np.concatenate([p[name] for p in parts]) for name in outputs}
         future = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(inputs, outputs, size, future))
         self._queued_images += size
         self._ensure_worker()
         self._wakeup.set()
         try:
-            return (
-                await asyncio.wait_for(asyncio.shield(future), timeout_s)
-                if timeout_s
-                else await future
-            )
+            async with asyncio.timeout(timeout_s):  # on expiry the future is cancelled: skipped
+                return await future
         except TimeoutError as exc:
-            future.cancel()  # the worker skips it if it has not started
             raise DeadlineExceeded(
                 f"{self.model}: deadline passed while queued or running"
             ) from exc
 
     async def close(self) -> None:
-        """Stop the worker (after shutdown has drained the calls)."""
+        """Stop the worker (after shutdown has drained the calls) and wait for running batches."""
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
 
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():
@@ -112,7 +128,7 @@ class DynamicBatcher:
                 self._work(), name=f"batcher-{self.model}"
             )
 
-    def _take_batch(self) -> list[_Pending]:
+    def _take_batch(self, limit: int) -> list[_Pending]:
         batch, size = [], 0
         while self._queue:
             item = self._queue[0]
@@ -120,7 +136,7 @@ class DynamicBatcher:
                 self._queue.popleft()
                 self._queued_images -= item.size
                 continue
-            if batch and (size + item.size > self.max_batch_size or not self.enabled):
+            if batch and (size + item.size > limit or not self.enabled):
                 break
             self._queue.popleft()
             self._queued_images -= item.size
@@ -128,26 +144,39 @@ class DynamicBatcher:
             size += item.size
         return batch
 
+    async def _wait(self, timeout_s: float | None) -> None:
+        """Until something changes (a request arrives, a batch ends) or ``timeout_s`` passes."""
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=timeout_s)
+
     async def _work(self) -> None:
+        idle_since = time.perf_counter()
         while True:
-            if not self._queue:
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=30.0)
-                except TimeoutError:
-                    return  # idle: the next submit starts a new worker
+            if not self._queue or len(self._running) >= self.instances:
+                if not self._queue and not self._running:
+                    if time.perf_counter() - idle_since > 30.0:
+                        return  # idle: the next submit starts a new worker
+                    await self._wait(30.0)
+                else:
+                    await self._wait(None)
                 continue
-            oldest = self._queue[0].enqueued
-            waiting = sum(p.size for p in self._queue)
-            remaining = self.max_queue_delay_s - (time.perf_counter() - oldest)
-            if self.enabled and waiting < self.max_batch_size and remaining > 0:
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=remaining)
+            idle_since = time.perf_counter()
+            remaining = self.max_queue_delay_s - (time.perf_counter() - self._queue[0].enqueued)
+            if self.enabled and self._queued_images < self.max_batch_size and remaining > 0:
+                await self._wait(remaining)
                 continue
-            batch = self._take_batch()
+            free = self.instances - len(self._running)
+            share = max(1, math.ceil(self._queued_images / free))
+            batch = self._take_batch(min(self.max_batch_size, share))
             if batch:
-                await self._run_batch(batch)
+                task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+                self._running.add(task)
+                task.add_done_callback(self._batch_ended)
+
+    def _batch_ended(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._wakeup.set()
 
     async def _run_batch(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()

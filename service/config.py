@@ -37,8 +37,15 @@ class ServeConfig:
     max_queued_images: int = field(
         default=8192, metadata={"help": "bounded queue per model, in images"}
     )
+    instances: int = field(
+        default=0,
+        metadata={
+            "help": "embedded: concurrent inferences per model (0: one per core on CPU, one on GPU)"
+        },
+    )
     ort_threads: int = field(
-        default=0, metadata={"help": "embedded: ONNX Runtime threads (0: all cores)"}
+        default=0,
+        metadata={"help": "embedded: ONNX Runtime threads per inference (0: cores / instances)"},
     )
     max_images: int = field(
         default=1024, metadata={"help": "most images per Generate / activations call"}

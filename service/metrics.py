@@ -1,12 +1,7 @@
-"""Prometheus metrics, recorded in one server interceptor (per RPC) and one observer (per batch)."""
+"""Prometheus metrics, recorded by the call gate (per RPC, calls.py) and one observer (per batch)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-
-import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ganserve.description import ModelDescription
@@ -97,83 +92,3 @@ class ServiceMetrics:
         """Start ``/metrics``; returns the HTTP server (``server_port`` is the bound port)."""
         server, _thread = start_http_server(port, addr=address, registry=self.registry)
         return server
-
-
-def _images_in(response) -> int:
-    if hasattr(response, "images"):
-        return len(response.images)
-    if hasattr(response, "image") and response.HasField("image"):
-        return 1
-    return 0
-
-
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts, times and tracks every RPC of the generation service, by method and status code."""
-
-    def __init__(self, metrics: ServiceMetrics, prefix: str = "/ganserve.v1."):
-        self.metrics = metrics
-        self.prefix = prefix
-
-    async def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails):
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith(self.prefix):
-            return handler
-        method = details.method.rsplit("/", 1)[-1]
-        m = self.metrics
-
-        def finish(context, started: float, error: BaseException | None) -> None:
-            code = context.code()  # set by context.abort (errors.py) or left unset on success
-            if code is None:
-                if error is None:
-                    code = grpc.StatusCode.OK
-                elif isinstance(error, asyncio.CancelledError):
-                    code = grpc.StatusCode.CANCELLED
-                else:
-                    code = grpc.StatusCode.UNKNOWN
-            m.requests.labels(method, code.name).inc()
-            m.latency.labels(method).observe(time.perf_counter() - started)
-            m.in_flight.labels(method).dec()
-
-        if handler.unary_unary:
-            inner = handler.unary_unary
-
-            async def unary(request, context):
-                started = time.perf_counter()
-                m.in_flight.labels(method).inc()
-                error = None
-                try:
-                    response = await inner(request, context)
-                    if response is not None and (count := _images_in(response)):
-                        m.images.labels(request.model).inc(count)
-                    return response
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    finish(context, started, error)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            inner_stream = handler.unary_stream
-
-            async def stream(request, context):
-                started = time.perf_counter()
-                m.in_flight.labels(method).inc()
-                error = None
-                try:
-                    async for response in inner_stream(request, context):
-                        if count := _images_in(response):
-                            m.images.labels(request.model).inc(count)
-                        yield response
-                except BaseException as exc:
-                    error = exc
-                    raise
-                finally:
-                    finish(context, started, error)
-
-            return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
-            )
-        return handler

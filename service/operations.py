@@ -28,6 +28,7 @@ KIND_TO_PROTO = {
 }
 INTERPOLATION_CHUNK = 16  # frames per inference while streaming
 CLASSMAP_CHUNK = 4096  # cells per inference: bounds memory at 256² and above
+OFFLOAD_IMAGES = 8  # from this many images on, encode in a worker thread beside the event loop
 
 
 def tensor(array: np.ndarray) -> pb.Tensor:
@@ -73,6 +74,14 @@ def _images(model: ModelDescription, images: np.ndarray, image_format: int) -> l
     if image_format == pb.RAW_UINT8:
         return [{"tensor": tensor(p)} for p in pixels]
     return [{"png": imaging.png_bytes(p)} for p in pixels]
+
+
+async def _encoded(model: ModelDescription, images: np.ndarray, image_format: int) -> list[dict]:
+    """``_images``; a big set is encoded in a thread (the PNG encoder releases the GIL), so the
+    event loop goes on serving other calls meanwhile. A few images cost less than the hand-off."""
+    if len(images) < OFFLOAD_IMAGES:
+        return _images(model, images, image_format)
+    return await asyncio.to_thread(_images, model, images, image_format)
 
 
 def _feeds(latents: np.ndarray, labels: np.ndarray | None) -> dict[str, np.ndarray]:
@@ -138,7 +147,7 @@ class Operations:
         )
         result = await self.backend.infer(model.name, _feeds(latents, labels), ["image"], timeout_s)
         images = []
-        for i, fields in enumerate(_images(model, result["image"], request.format)):
+        for i, fields in enumerate(await _encoded(model, result["image"], request.format)):
             image = pb.GeneratedImage(latent=pb.Latent(values=latents[i].tolist()), **fields)
             if seeds[i] is not None:
                 image.seed = seeds[i]
@@ -174,7 +183,8 @@ class Operations:
             )
             if request.gif:
                 gif_frames.extend(imaging.to_uint8_hwc(result["image"]))
-            for offset, fields in enumerate(_images(model, result["image"], request.format)):
+            encoded = await _encoded(model, result["image"], request.format)
+            for offset, fields in enumerate(encoded):
                 index = start + offset
                 image = pb.GeneratedImage(latent=pb.Latent(values=chunk[offset].tolist()), **fields)
                 at_key = index * (len(keys) - 1) / (steps - 1)

@@ -19,11 +19,11 @@ from grpc_reflection.v1alpha import reflection
 from ganserve.v1 import generation_pb2 as pb
 from ganserve.v1 import generation_pb2_grpc as pb_grpc
 
-from .auth import BearerTokenInterceptor, load_token
+from .auth import BearerToken, load_token
 from .backends.base import Backend
+from .calls import CallGate
 from .config import ServeConfig
-from .draining import DrainGate
-from .metrics import MetricsInterceptor, ServiceMetrics
+from .metrics import ServiceMetrics
 from .operations import Operations
 from .servicer import GenerationServicer
 
@@ -42,6 +42,7 @@ def build_backend(config: ServeConfig, metrics: ServiceMetrics) -> Backend:
             max_queue_delay_ms=config.max_queue_delay_ms,
             max_queued_images=config.max_queued_images,
             batching=config.batching,
+            instances=config.instances,
             intra_op_threads=config.ort_threads,
         )
         return EmbeddedBackend(settings, observer=metrics)
@@ -71,7 +72,7 @@ class Service:
     metrics: ServiceMetrics
     health: health.aio.HealthServicer
     port: int
-    drain_gate: DrainGate | None = None
+    calls: CallGate | None = None
     metrics_http: object | None = None
     _watch: asyncio.Task | None = field(default=None, repr=False)
     _serving: bool = True
@@ -112,11 +113,11 @@ class Service:
         if self._watch is not None:
             self._watch.cancel()
         await self._set_health(False)
-        if self.drain_gate is not None and not await self.drain_gate.drain(grace):
+        if self.calls is not None and not await self.calls.drain(grace):
             log.warning(
                 "grace period of %.1fs over with %d calls still running",
                 grace,
-                self.drain_gate.in_flight,
+                self.calls.in_flight,
             )
         await self.server.stop(0.5)
         await self.backend.close()
@@ -129,23 +130,19 @@ async def create_server(config: ServeConfig, backend: Backend | None = None) -> 
     metrics = ServiceMetrics()
     backend = backend or build_backend(config, metrics)
     await backend.start()
-    drain_gate = DrainGate()
-    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics), drain_gate]
     token = load_token(config.auth_token_file, config.auth_token_env)
-    if token:
-        interceptors.append(BearerTokenInterceptor(token))
+    calls = CallGate(metrics, BearerToken(token) if token else None)
     options = [
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
     server = grpc.aio.server(
-        interceptors=interceptors,
         options=options,
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
     pb_grpc.add_GenerationServiceServicer_to_server(
-        GenerationServicer(Operations(backend, config)), server
+        GenerationServicer(Operations(backend, config), calls), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -166,7 +163,7 @@ async def create_server(config: ServeConfig, backend: Backend | None = None) -> 
     if port == 0:
         raise OSError(f"cannot listen on {config.address}")
     await server.start()
-    service = Service(config, server, backend, metrics, health_servicer, port, drain_gate)
+    service = Service(config, server, backend, metrics, health_servicer, port, calls)
     if config.metrics_port >= 0:
         host = config.address.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
         service.metrics_http = metrics.serve_http(config.metrics_port, host)

@@ -1,0 +1,132 @@
+"""The one gate every call of the generation service passes, built once per method.
+
+It refuses calls without the bearer token when one is configured (UNAUTHENTICATED), refuses new
+calls while the server drains (UNAVAILABLE: clients retry elsewhere) and counts the
+calls in flight so the drain knows when they are done; it maps errors to status codes (errors.py)
+and records the per-call Prometheus metrics (method, status code, latency, in flight, images).
+
+One wrapper, made when the servicer is built, rather than a chain of server interceptors: an
+interceptor runs on every call and builds a new handler each time (measured: two interceptors cost
+~22 µs per call, 12% of what the Python gRPC stack alone can answer on two cores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from .auth import BearerToken
+from .errors import status_for
+from .metrics import ServiceMetrics
+
+SHUTTING_DOWN = "server is shutting down; retry on another instance"
+WRONG_TOKEN = "missing or wrong bearer token"
+OK = grpc.StatusCode.OK
+
+
+def images_in(response) -> int:
+    if hasattr(response, "images"):
+        return len(response.images)
+    if hasattr(response, "image") and response.HasField("image"):
+        return 1
+    return 0
+
+
+class CallGate:
+    def __init__(self, metrics: ServiceMetrics, token: BearerToken | None = None):
+        self.metrics = metrics
+        self.token = token
+        self.draining = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._requests: dict[tuple[str, grpc.StatusCode], object] = {}
+        self._images: dict[str, object] = {}
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Refuse new calls from now on; True when every in-flight call ended within ``timeout_s``."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+    # -- per call --------------------------------------------------------------------------------
+    async def _enter(self, method: str, context: grpc.aio.ServicerContext) -> float:
+        if self.token is not None and not self.token.admits(context.invocation_metadata()):
+            self._count(method, grpc.StatusCode.UNAUTHENTICATED)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, WRONG_TOKEN)
+        if self.draining:
+            self._count(method, grpc.StatusCode.UNAVAILABLE)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+        self.in_flight += 1
+        self._idle.clear()
+        self.metrics.in_flight.labels(method).inc()
+        return time.perf_counter()
+
+    def _exit(self, method: str, started: float, code: grpc.StatusCode) -> None:
+        self._count(method, code)
+        self.metrics.latency.labels(method).observe(time.perf_counter() - started)
+        self.metrics.in_flight.labels(method).dec()
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    def _count(self, method: str, code: grpc.StatusCode) -> None:
+        counter = self._requests.get((method, code))
+        if counter is None:
+            counter = self._requests[method, code] = self.metrics.requests.labels(method, code.name)
+        counter.inc()
+
+    def _count_images(self, request, response) -> None:
+        if count := images_in(response):
+            model = request.model
+            counter = self._images.get(model)
+            if counter is None:
+                counter = self._images[model] = self.metrics.images.labels(model)
+            counter.inc(count)
+
+    # -- wrappers ----------------------------------------------------------------------------------
+    def unary(self, method: str, handler: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
+        async def guarded(request, context):
+            started = await self._enter(method, context)
+            code = OK
+            try:
+                response = await handler(request, context)
+                self._count_images(request, response)
+                return response
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to a status, never a traceback
+                code, message = status_for(exc)
+                await context.abort(code, message)
+            finally:
+                self._exit(method, started, code)
+
+        return guarded
+
+    def streaming(
+        self, method: str, handler: Callable[..., AsyncIterator]
+    ) -> Callable[..., AsyncIterator]:
+        async def guarded(request, context):
+            started = await self._enter(method, context)
+            code = OK
+            try:
+                async for item in handler(request, context):
+                    self._count_images(request, item)
+                    yield item
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to a status, never a traceback
+                code, message = status_for(exc)
+                await context.abort(code, message)
+            finally:
+                self._exit(method, started, code)
+
+        return guarded
