@@ -1,9 +1,17 @@
 """Serving speed against the yardstick, all measured side by side in one run.
 
     python benchmarks/serve_throughput.py [--model fmnist-cgan] [--seconds 5] [--memory-requests 100000]
+    python benchmarks/serve_throughput.py --repository R --model M --throughput-only --out F
 
-The yardstick is raw ONNX Runtime in process at batch 64 on the same model. Then, with the
-service in its own process (embedded backend unless said) and the load generator on this machine:
+The second form measures another model (e.g. the studies' full-width generator; README "Results"
+shows how to make one) on the throughput rows alone.
+
+The yardstick is raw ONNX Runtime in process at batch 64 on the same model (its default: one
+inference over every core). For context, also measured: raw ONNX Runtime as the service runs it
+(one single-threaded inference per core at once), and the floor of the Python gRPC stack (a server
+that answers Generate with a ready-made response, the same load generator, 32 clients). Then, with
+the service in its own process (embedded backend with its defaults unless said) and the load
+generator on this machine:
 bulk Generate (count 64), single-image Generate at concurrency 32 with batching on, off, and on the
 Triton backend (the local tritonserver), single-image latency at concurrency 1, ClassMap at 100²
 and 256², a batch job end to end, and the service's resident memory after 1,000 and 100,000
@@ -15,11 +23,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,16 +38,16 @@ import onnxruntime as ort
 from ganserve.export.onnx_export import example_inputs
 from ganserve.export.triton_local import LocalTriton, free_port
 from ganserve.loadtest import LoadGenerator, LoadSpec
+from ganserve.service.backends.embedded import find_onnx_models
 
 ROOT = Path(__file__).resolve().parent.parent
-REPO = ROOT / "deploy" / "model_repository"
+SHIPPED = ROOT / "deploy" / "model_repository"
 
 
-def yardstick(model: str, seconds: float, threads: int) -> float:
+def yardstick(path: Path, seconds: float, threads: int) -> float:
     """Raw ONNX Runtime, batch 64, images/s."""
     from ganserve.export.onnx_export import read_description
 
-    path = REPO / model / "1" / "model.onnx"
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -50,12 +60,78 @@ def yardstick(model: str, seconds: float, threads: int) -> float:
     return count / (time.perf_counter() - started)
 
 
+def raw_instances(path: Path, seconds: float, instances: int) -> float:
+    """Raw ONNX Runtime as the service runs it: ``instances`` single-threaded runs at once, batch 64."""
+    from ganserve.export.onnx_export import read_description
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = example_inputs(read_description(path), 64)
+    session.run(["image"], feeds)
+    counts = [0] * instances
+    stop = time.perf_counter() + seconds
+
+    def work(index: int) -> None:
+        while time.perf_counter() < stop:
+            session.run(["image"], feeds)
+            counts[index] += 64
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(instances)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) / (time.perf_counter() - started)
+
+
+def _answer_with_a_fixed_response(ports) -> None:
+    """A Python grpc.aio server whose Generate returns one ready-made image: the stack's floor."""
+    import grpc
+
+    from ganserve.v1 import generation_pb2 as pb
+    from ganserve.v1 import generation_pb2_grpc as pb_grpc
+
+    info = pb.ModelInfo(name="fmnist-cgan", kind=pb.CONDITIONAL_GENERATOR, latent_dim=100)
+    image = pb.GeneratedImage(png=bytes(600), seed=1, label=0, latent=pb.Latent(values=[0.1] * 100))
+    response = pb.GenerateResponse(model="fmnist-cgan", images=[image])
+
+    class Fixed(pb_grpc.GenerationServiceServicer):
+        async def GetModel(self, request, context):
+            return info
+
+        async def Generate(self, request, context):
+            return response
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        pb_grpc.add_GenerationServiceServicer_to_server(Fixed(), server)
+        ports.put(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+def grpc_floor(seconds: float) -> dict:
+    context = multiprocessing.get_context("spawn")
+    ports = context.Queue()
+    server = context.Process(target=_answer_with_a_fixed_response, args=(ports,), daemon=True)
+    server.start()
+    try:
+        return load(f"127.0.0.1:{ports.get(timeout=60)}", "fmnist-cgan", seconds, concurrency=(32,))
+    finally:
+        server.terminate()
+        server.join()
+
+
 class Service:
     """``ganserve serve`` in its own process on free ports."""
 
-    def __init__(self, *flags: str):
+    def __init__(self, repository: Path, *flags: str):
         self.port, self.metrics_port = free_port(), free_port()
-        command = [sys.executable, "-m", "ganserve.cli", "--log-level", "WARNING", "serve",
+        command = [sys.executable, "-m", "ganserve.cli", "--log-level", "WARNING", "serve", "--models", str(repository),
                    "--address", f"127.0.0.1:{self.port}", "--metrics-port", str(self.metrics_port), *flags]  # fmt: skip
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -93,6 +169,23 @@ def classmap_seconds(address: str, model: str, resolution: int) -> float:
         return time.perf_counter() - started
 
 
+def classmap_and_batch_job(address: str, args: argparse.Namespace, results: dict) -> None:
+    for resolution in (100, 256):
+        seconds = classmap_seconds(address, args.map_model, resolution)
+        results[f"classmap_{resolution}_seconds"] = seconds
+        print(f"ClassMap {resolution}x{resolution}: {seconds:.2f} s ({resolution**2 / seconds:.0f} cells/s)",
+              flush=True)  # fmt: skip
+    out = Path(tempfile.mkdtemp(prefix="ganserve-batch-bench-"))
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ganserve.cli", "batch", "--address", address, "--model",
+                    args.model, "--seeds", "0-9999", "--classes", "0", "--out", str(out), "--progress", "0"],
+                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    batch_rate = 10000 / (time.perf_counter() - started)
+    results["batch_job_png_images_per_s"] = batch_rate
+    print(f"batch job, 10,000 PNG files + manifest: {batch_rate:.0f} img/s", flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,19 +193,33 @@ def main() -> None:
     parser.add_argument("--model", default="fmnist-cgan")
     parser.add_argument("--map-model", default="fmnist-2d")
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument(
-        "--threads", type=int, default=2, help="ONNX Runtime threads (yardstick and service)"
-    )
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime threads (yardstick)")
     parser.add_argument("--memory-requests", type=int, default=100_000)
+    parser.add_argument("--repository", default=str(SHIPPED), help="model repository to serve")
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="only the Generate rows (no ClassMap, batch job, Triton or memory)",
+    )
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.json"))
     args = parser.parse_args()
-    threads = str(args.threads)
+    repo = Path(args.repository)
+    onnx_path = find_onnx_models(repo)[args.model]
     results: dict = {"model": args.model, "threads": args.threads, "cpu_count": os.cpu_count()}
 
     results["yardstick_ort_batch64_images_per_s"] = base = yardstick(
-        args.model, args.seconds, args.threads
+        onnx_path, args.seconds, args.threads
     )
     print(f"yardstick: raw ONNX Runtime batch 64: {base:.0f} img/s", flush=True)
+    cores = len(os.sched_getaffinity(0))
+    results["raw_ort_instances_batch64_images_per_s"] = raw = raw_instances(
+        onnx_path, args.seconds, cores
+    )
+    print(f"raw ONNX Runtime, {cores} single-threaded runs at once, batch 64: {raw:.0f} img/s "
+          f"({raw / base:.2f}x the yardstick)", flush=True)  # fmt: skip
+    floor = results["grpc_floor_fixed_response_c32"] = grpc_floor(args.seconds)
+    print(f"Python gRPC floor (fixed response, 32 clients): {floor['rpc_per_s']:.0f} RPC/s "
+          f"= {floor['rpc_per_s'] / base:.2f}x the yardstick in single-image calls", flush=True)  # fmt: skip
 
     def record(name: str, level: dict) -> None:
         level["ratio_to_yardstick"] = round(level["images_per_s"] / base, 3)
@@ -120,7 +227,7 @@ def main() -> None:
         print(f"{name}: {level['images_per_s']:.0f} img/s ({level['ratio_to_yardstick']:.2f}x), "
               f"p50 {level['latency_ms']['p50']:.2f} ms, p99 {level['latency_ms']['p99']:.2f} ms, {level['codes']}", flush=True)  # fmt: skip
 
-    service = Service("--ort-threads", threads)
+    service = Service(repo)
     try:
         record(
             "bulk_count64_c1",
@@ -137,26 +244,25 @@ def main() -> None:
         record(
             "single_c1_latency", load(service.address, args.model, args.seconds, concurrency=(1,))
         )
-        for resolution in (100, 256):
-            seconds = classmap_seconds(service.address, args.map_model, resolution)
-            results[f"classmap_{resolution}_seconds"] = seconds
-            print(
-                f"ClassMap {resolution}x{resolution}: {seconds:.2f} s ({resolution**2 / seconds:.0f} cells/s)",
-                flush=True,
-            )
-        out = Path(tempfile.mkdtemp(prefix="ganserve-batch-bench-"))
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "ganserve.cli", "batch", "--address", service.address, "--model",
-                        args.model, "--seeds", "0-9999", "--classes", "0", "--out", str(out), "--progress", "0"],
-                       check=True, stdout=subprocess.DEVNULL)  # fmt: skip
-        batch_rate = 10000 / (time.perf_counter() - started)
-        results["batch_job_png_images_per_s"] = batch_rate
-        print(f"batch job, 10,000 PNG files + manifest: {batch_rate:.0f} img/s", flush=True)
-        shutil.rmtree(out, ignore_errors=True)
+        if not args.throughput_only:
+            classmap_and_batch_job(service.address, args, results)
     finally:
         service.stop()
 
-    unbatched = Service("--ort-threads", threads, "--batching", "false")
+    one_instance = Service(repo, "--instances", "1", "--ort-threads", str(args.threads))
+    try:
+        record(
+            "bulk_count64_c1_one_instance",
+            load(one_instance.address, args.model, args.seconds, batch_size=64, concurrency=(1,)),
+        )
+        record(
+            "single_c32_one_instance",
+            load(one_instance.address, args.model, args.seconds, concurrency=(32,)),
+        )
+    finally:
+        one_instance.stop()
+
+    unbatched = Service(repo, "--batching", "false")
     try:
         record(
             "single_c32_no_batching",
@@ -165,8 +271,16 @@ def main() -> None:
     finally:
         unbatched.stop()
 
-    with LocalTriton(REPO, ort_threads=args.threads) as triton:
-        on_triton = Service("--backend", "triton", "--triton-url", triton.grpc_url)
+    if not args.throughput_only:
+        triton_and_memory(repo, args, results, record)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(f"wrote {args.out}")
+
+
+def triton_and_memory(repo: Path, args: argparse.Namespace, results: dict, record) -> None:
+    with LocalTriton(repo, ort_threads=args.threads) as triton:
+        on_triton = Service(repo, "--backend", "triton", "--triton-url", triton.grpc_url)
         try:
             record(
                 "single_c32_triton",
@@ -175,7 +289,7 @@ def main() -> None:
         finally:
             on_triton.stop()
 
-    memory = Service("--ort-threads", threads)
+    memory = Service(repo)
     try:
         spec = dict(concurrency=(16,), warmup_s=0.0)
         asyncio.run(
@@ -196,9 +310,6 @@ def main() -> None:
                                 "growth_ratio": after_all / after_1k}  # fmt: skip
     print(f"RSS: {after_1k:.1f} MB after 1,000 requests, {after_all:.1f} MB after {args.memory_requests:,} "
           f"({100 * (after_all / after_1k - 1):+.1f}%)", flush=True)  # fmt: skip
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2, default=float) + "\n")
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

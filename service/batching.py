@@ -5,7 +5,9 @@ a CPU, one single-threaded inference per core does more work than one inference 
 core). A batch starts on a free instance when it reaches ``max_batch_size`` images or when the
 oldest request has waited ``max_queue_delay_s``; requests that arrive while every instance is busy
 merge. Work is spread over the free instances: a big request is cut into one chunk per instance,
-and a free instance takes its share of the queue rather than all of it. The queue is bounded in
+and a free instance takes its share of the queue rather than all of it; while one instance is busy,
+another starts only on ``MIN_SPLIT_IMAGES`` or more waiting images (a trickle of single images
+gathers into batches instead of running one by one). The queue is bounded in
 images; a request that would overflow it is refused at once (RESOURCE_EXHAUSTED) rather than
 growing memory.
 """
@@ -27,7 +29,7 @@ from .backends.base import InferenceObserver, NullObserver
 from .errors import DeadlineExceeded, Overloaded
 
 RunFn = Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]]
-MIN_SPLIT_IMAGES = 8  # a request is cut for several instances only into chunks at least this big
+MIN_SPLIT_IMAGES = 8  # smallest piece of work worth a second instance
 
 
 def chunk_sizes(size: int, max_batch_size: int, instances: int) -> list[int]:
@@ -166,8 +168,13 @@ class DynamicBatcher:
             if self.enabled and self._queued_images < self.max_batch_size and remaining > 0:
                 await self._wait(remaining)
                 continue
+            if self.enabled and self._running and self._queued_images < MIN_SPLIT_IMAGES:
+                # Another instance is busy: let a few calls gather rather than run them one by
+                # one (small batches cost more per image); the busy one takes them when it ends.
+                await self._wait(None)
+                continue
             free = self.instances - len(self._running)
-            share = max(1, math.ceil(self._queued_images / free))
+            share = max(MIN_SPLIT_IMAGES, math.ceil(self._queued_images / free))
             batch = self._take_batch(min(self.max_batch_size, share))
             if batch:
                 task = asyncio.get_running_loop().create_task(self._run_batch(batch))

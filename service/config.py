@@ -32,7 +32,11 @@ class ServeConfig:
     batching: bool = field(default=True, metadata={"help": "embedded: merge concurrent requests"})
     max_batch_size: int = field(default=64, metadata={"help": "embedded: largest merged batch"})
     max_queue_delay_ms: float = field(
-        default=2.0, metadata={"help": "embedded: longest wait to fill a batch"}
+        default=0.0,
+        metadata={
+            "help": "embedded: longest wait to fill a batch while an instance is free "
+            "(0: start at once; calls that arrive while every instance is busy still merge)"
+        },
     )
     max_queued_images: int = field(
         default=8192, metadata={"help": "bounded queue per model, in images"}

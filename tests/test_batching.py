@@ -126,3 +126,74 @@ def test_an_inference_error_reaches_every_caller_of_the_batch():
 
     results = asyncio.run(scenario())
     assert all(isinstance(r, RuntimeError) for r in results)
+
+
+def test_chunk_sizes_cap_the_batch_and_give_every_instance_a_share():
+    from ganserve.service.batching import chunk_sizes
+
+    assert chunk_sizes(64, 64, 2) == [32, 32]  # one bulk request keeps both cores busy
+    assert chunk_sizes(20, 8, 1) == [7, 7, 6]  # never over the maximum, as even as can be
+    assert chunk_sizes(3, 64, 2) == [3]  # too small to be worth cutting
+    assert chunk_sizes(1, 64, 4) == [1]
+    for size, cap, instances in [(100, 16, 3), (9, 64, 2), (1000, 64, 2)]:
+        sizes = chunk_sizes(size, cap, instances)
+        assert sum(sizes) == size and max(sizes) <= cap and max(sizes) - min(sizes) <= 1
+
+
+def test_instances_run_batches_at_the_same_time_and_split_a_big_request():
+    lock = threading.Lock()
+    running, most, batches = 0, 0, []
+
+    def run(inputs, outputs):
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+            batches.append(len(inputs["z"]))
+        return {name: inputs["z"] for name in outputs}
+
+    async def scenario():
+        b = DynamicBatcher(
+            run, ThreadPoolExecutor(2), model="m", max_batch_size=64, max_queue_delay_s=0.0,
+            instances=2,
+        )  # fmt: skip
+        return await b.submit(z(64), ["out"])
+
+    result = asyncio.run(scenario())
+    np.testing.assert_array_equal(result["out"][:, 0], np.arange(64))  # rows back in order
+    assert sorted(batches) == [32, 32] and most == 2
+
+
+def test_plan_instances_defaults_to_one_single_threaded_instance_per_core(monkeypatch):
+    from ganserve.service.backends import embedded
+
+    monkeypatch.setattr(embedded, "usable_cores", lambda: 8)
+    assert embedded.plan_instances(0, 0, on_gpu=False) == (8, 1)
+    assert embedded.plan_instances(0, 2, on_gpu=False) == (4, 2)  # threads given: fill the cores
+    assert embedded.plan_instances(2, 0, on_gpu=False) == (2, 4)
+    assert embedded.plan_instances(0, 0, on_gpu=True) == (1, 8)
+    assert embedded.plan_instances(3, 1, on_gpu=False) == (3, 1)
+
+
+def test_a_second_instance_waits_for_enough_work_while_the_first_is_busy():
+    recorder = Recorder(delay_s=0.1)
+
+    async def scenario():
+        b = DynamicBatcher(
+            recorder.run, ThreadPoolExecutor(2), model="m", max_batch_size=64,
+            max_queue_delay_s=0.0, instances=2,
+        )  # fmt: skip
+        first = asyncio.ensure_future(b.submit(z(1), ["out"]))
+        while not recorder.started.is_set():
+            await asyncio.sleep(0.005)
+        trickle = [b.submit(z(1, start=i), ["out"]) for i in range(3)]  # under MIN_SPLIT_IMAGES
+        await asyncio.gather(first, *trickle)
+        many = [b.submit(z(1, start=i), ["out"]) for i in range(20)]  # enough for both instances
+        await asyncio.gather(*many)
+
+    asyncio.run(scenario())
+    assert recorder.batches[:2] == [1, 3]  # the three single images ran as one batch
+    assert sorted(recorder.batches[2:]) == [10, 10]  # twenty split over two free instances

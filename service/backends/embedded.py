@@ -91,7 +91,7 @@ def find_onnx_models(repository: Path) -> dict[str, Path]:
 class EmbeddedSettings:
     repository: Path
     max_batch_size: int = 64
-    max_queue_delay_ms: float = 2.0
+    max_queue_delay_ms: float = 0.0  # see ServeConfig
     max_queued_images: int = 8192
     batching: bool = True
     instances: int = 0  # concurrent inferences per model; 0: one per core (CPU), one (GPU)
