@@ -56,33 +56,13 @@ class CallGate:
             return False
 
     # -- per call --------------------------------------------------------------------------------
-    async def _enter(self, method: str, context: grpc.aio.ServicerContext) -> float:
-        if self.token is not None and not self.token.admits(context.invocation_metadata()):
-            self._count(method, grpc.StatusCode.UNAUTHENTICATED)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, WRONG_TOKEN)
-        if self.draining:
-            self._count(method, grpc.StatusCode.UNAVAILABLE)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
-        self.in_flight += 1
-        self._idle.clear()
-        self.metrics.in_flight.labels(method).inc()
-        return time.perf_counter()
-
-    def _exit(self, method: str, started: float, code: grpc.StatusCode) -> None:
-        self._count(method, code)
-        self.metrics.latency.labels(method).observe(time.perf_counter() - started)
-        self.metrics.in_flight.labels(method).dec()
-        self.in_flight -= 1
-        if self.in_flight == 0:
-            self._idle.set()
-
     def _count(self, method: str, code: grpc.StatusCode) -> None:
         counter = self._requests.get((method, code))
         if counter is None:
             counter = self._requests[method, code] = self.metrics.requests.labels(method, code.name)
         counter.inc()
 
-    def _count_images(self, request, response) -> None:
+    def count_images(self, request, response) -> None:
         if count := images_in(response):
             model = request.model
             counter = self._images.get(model)
@@ -93,20 +73,10 @@ class CallGate:
     # -- wrappers ----------------------------------------------------------------------------------
     def unary(self, method: str, handler: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
         async def guarded(request, context):
-            started = await self._enter(method, context)
-            code = OK
-            try:
+            async with _Call(self, method, context):
                 response = await handler(request, context)
-                self._count_images(request, response)
+                self.count_images(request, response)
                 return response
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:  # noqa: BLE001 - mapped to a status, never a traceback
-                code, message = status_for(exc)
-                await context.abort(code, message)
-            finally:
-                self._exit(method, started, code)
 
         return guarded
 
@@ -114,19 +84,51 @@ class CallGate:
         self, method: str, handler: Callable[..., AsyncIterator]
     ) -> Callable[..., AsyncIterator]:
         async def guarded(request, context):
-            started = await self._enter(method, context)
-            code = OK
-            try:
+            async with _Call(self, method, context):
                 async for item in handler(request, context):
-                    self._count_images(request, item)
+                    self.count_images(request, item)
                     yield item
-            except (asyncio.CancelledError, GeneratorExit):
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as exc:  # noqa: BLE001 - mapped to a status, never a traceback
-                code, message = status_for(exc)
-                await context.abort(code, message)
-            finally:
-                self._exit(method, started, code)
 
         return guarded
+
+
+class _Call:
+    """One call through the gate: admitted on entry, counted and mapped to a status on exit."""
+
+    __slots__ = ("context", "gate", "method", "started")
+
+    def __init__(self, gate: CallGate, method: str, context: grpc.aio.ServicerContext):
+        self.gate, self.method, self.context = gate, method, context
+
+    async def __aenter__(self) -> None:
+        gate, method, context = self.gate, self.method, self.context
+        if gate.token is not None and not gate.token.admits(context.invocation_metadata()):
+            gate._count(method, grpc.StatusCode.UNAUTHENTICATED)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, WRONG_TOKEN)
+        if gate.draining:
+            gate._count(method, grpc.StatusCode.UNAVAILABLE)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+        gate.in_flight += 1
+        gate._idle.clear()
+        gate.metrics.in_flight.labels(method).inc()
+        self.started = time.perf_counter()
+
+    async def __aexit__(self, kind, error, traceback) -> bool:
+        gate, method = self.gate, self.method
+        if error is None:
+            code = OK
+        elif isinstance(error, asyncio.CancelledError | GeneratorExit):
+            code = grpc.StatusCode.CANCELLED
+        elif isinstance(error, Exception):
+            code, message = status_for(error)
+        else:
+            code = grpc.StatusCode.UNKNOWN
+        gate._count(method, code)
+        gate.metrics.latency.labels(method).observe(time.perf_counter() - self.started)
+        gate.metrics.in_flight.labels(method).dec()
+        gate.in_flight -= 1
+        if gate.in_flight == 0:
+            gate._idle.set()
+        if isinstance(error, Exception):  # mapped to a status, never a traceback
+            await self.context.abort(code, message)
+        return False
