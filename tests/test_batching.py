@@ -197,3 +197,19 @@ def test_a_second_instance_waits_for_enough_work_while_the_first_is_busy():
     asyncio.run(scenario())
     assert recorder.batches[:2] == [1, 3]  # the three single images ran as one batch
     assert sorted(recorder.batches[2:]) == [10, 10]  # twenty split over two free instances
+
+
+def test_a_container_cpu_quota_caps_the_cores(tmp_path):
+    from ganserve.service.backends.embedded import cgroup_cpu_limit
+
+    v2 = tmp_path / "cpu.max"
+    v2.write_text("150000 100000\n")
+    assert cgroup_cpu_limit(((v2, None),)) == 1  # 1.5 CPUs: one instance, the rest for Python
+    v2.write_text("max 100000\n")
+    assert cgroup_cpu_limit(((v2, None),)) is None
+    quota, period = tmp_path / "cfs_quota_us", tmp_path / "cfs_period_us"
+    quota.write_text("400000\n")
+    period.write_text("100000\n")
+    assert cgroup_cpu_limit(((tmp_path / "absent", None), (quota, period))) == 4
+    quota.write_text("-1\n")
+    assert cgroup_cpu_limit(((quota, period),)) is None

@@ -44,12 +44,42 @@ def choose_providers(prefer_gpu: bool | None = None) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+CGROUP_CPU_LIMITS = (
+    (Path("/sys/fs/cgroup/cpu.max"), None),  # cgroup v2: "<quota> <period>" or "max <period>"
+    (Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"), Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")),
+)
+
+
+def cgroup_cpu_limit(limits=CGROUP_CPU_LIMITS) -> int | None:
+    """Whole cores a container's CPU quota allows (at least 1; a fraction left over is the event
+    loop's); None when unlimited or unknown."""
+    for quota_file, period_file in limits:
+        try:
+            fields = quota_file.read_text().split()
+            if period_file is not None:
+                fields = [fields[0], period_file.read_text().strip()]
+        except (OSError, IndexError):
+            continue
+        if fields[0] in ("max", "-1"):
+            return None
+        try:
+            quota, period = int(fields[0]), int(fields[1])
+        except (ValueError, IndexError):
+            continue
+        if quota > 0 and period > 0:
+            return max(1, quota // period)
+    return None
+
+
 def usable_cores() -> int:
-    """Cores this process may run on (its affinity mask, not the machine's count)."""
+    """Cores this process may use: its affinity mask, capped by a container's CPU quota (a pod
+    limited to 2 CPUs on a 64-core node must not start 64 instances)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return min(cores, limit) if limit else cores
 
 
 def plan_instances(instances: int, threads: int, on_gpu: bool) -> tuple[int, int]:
