@@ -30,6 +30,7 @@ from .errors import DeadlineExceeded, Overloaded
 
 RunFn = Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]]
 MIN_SPLIT_IMAGES = 8  # smallest piece of work worth a second instance
+IDLE_EXIT_S = 30.0  # a worker with nothing queued or running for this long ends
 
 
 def chunk_sizes(size: int, max_batch_size: int, instances: int) -> list[int]:
@@ -146,24 +147,26 @@ class DynamicBatcher:
             size += item.size
         return batch
 
-    async def _wait(self, timeout_s: float | None) -> None:
-        """Until something changes (a request arrives, a batch ends) or ``timeout_s`` passes."""
+    async def _wait(self, timeout_s: float | None) -> bool:
+        """Until something changes (a request arrives, a batch ends): True, or False when
+        ``timeout_s`` passed first. No task per wait: this runs once per call under load."""
         self._wakeup.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout=timeout_s)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._wakeup.wait()
+            return True
+        except TimeoutError:
+            return False
 
     async def _work(self) -> None:
-        idle_since = time.perf_counter()
         while True:
-            if not self._queue or len(self._running) >= self.instances:
-                if not self._queue and not self._running:
-                    if time.perf_counter() - idle_since > 30.0:
-                        return  # idle: the next submit starts a new worker
-                    await self._wait(30.0)
-                else:
-                    await self._wait(None)
+            if not self._queue and not self._running:
+                if not await self._wait(IDLE_EXIT_S):
+                    return  # idle: the next submit starts a new worker
                 continue
-            idle_since = time.perf_counter()
+            if not self._queue or len(self._running) >= self.instances:
+                await self._wait(None)
+                continue
             remaining = self.max_queue_delay_s - (time.perf_counter() - self._queue[0].enqueued)
             if self.enabled and self._queued_images < self.max_batch_size and remaining > 0:
                 await self._wait(remaining)
