@@ -44,8 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "deploy" / "model_repository"
 
 
-def yardstick(path: Path, seconds: float, threads: int) -> float:
-    """Raw ONNX Runtime, batch 64, images/s."""
+def raw_ort(path: Path, seconds: float, threads: int, runs_at_once: int = 1) -> float:
+    """Raw ONNX Runtime, batch 64, images/s: ``runs_at_once`` runs of one session at a time, each
+    on ``threads`` threads. (1 run, all cores: the yardstick; one single-threaded run per core: how
+    the service runs it.)"""
     from ganserve.export.onnx_export import read_description
 
     options = ort.SessionOptions()
@@ -53,23 +55,7 @@ def yardstick(path: Path, seconds: float, threads: int) -> float:
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feeds = example_inputs(read_description(path), 64)
     session.run(["image"], feeds)
-    count, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        session.run(["image"], feeds)
-        count += 64
-    return count / (time.perf_counter() - started)
-
-
-def raw_instances(path: Path, seconds: float, instances: int) -> float:
-    """Raw ONNX Runtime as the service runs it: ``instances`` single-threaded runs at once, batch 64."""
-    from ganserve.export.onnx_export import read_description
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feeds = example_inputs(read_description(path), 64)
-    session.run(["image"], feeds)
-    counts = [0] * instances
+    counts = [0] * runs_at_once
     stop = time.perf_counter() + seconds
 
     def work(index: int) -> None:
@@ -78,11 +64,11 @@ def raw_instances(path: Path, seconds: float, instances: int) -> float:
             counts[index] += 64
 
     started = time.perf_counter()
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(instances)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(runs_at_once)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
     return sum(counts) / (time.perf_counter() - started)
 
 
@@ -154,6 +140,12 @@ class Service:
         self.process.terminate()
         self.process.wait(60)
 
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
 
 def load(address: str, model: str, seconds: float, **kwargs) -> dict:
     spec = LoadSpec(address=address, model=model, duration_s=seconds, warmup_s=1.0, **kwargs)
@@ -207,13 +199,13 @@ def main() -> None:
     onnx_path = find_onnx_models(repo)[args.model]
     results: dict = {"model": args.model, "threads": args.threads, "cpu_count": os.cpu_count()}
 
-    results["yardstick_ort_batch64_images_per_s"] = base = yardstick(
+    results["yardstick_ort_batch64_images_per_s"] = base = raw_ort(
         onnx_path, args.seconds, args.threads
     )
     print(f"yardstick: raw ONNX Runtime batch 64: {base:.0f} img/s", flush=True)
     cores = len(os.sched_getaffinity(0))
-    results["raw_ort_instances_batch64_images_per_s"] = raw = raw_instances(
-        onnx_path, args.seconds, cores
+    results["raw_ort_instances_batch64_images_per_s"] = raw = raw_ort(
+        onnx_path, args.seconds, threads=1, runs_at_once=cores
     )
     print(f"raw ONNX Runtime, {cores} single-threaded runs at once, batch 64: {raw:.0f} img/s "
           f"({raw / base:.2f}x the yardstick)", flush=True)  # fmt: skip
@@ -227,49 +219,22 @@ def main() -> None:
         print(f"{name}: {level['images_per_s']:.0f} img/s ({level['ratio_to_yardstick']:.2f}x), "
               f"p50 {level['latency_ms']['p50']:.2f} ms, p99 {level['latency_ms']['p99']:.2f} ms, {level['codes']}", flush=True)  # fmt: skip
 
-    service = Service(repo)
-    try:
-        record(
-            "bulk_count64_c1",
-            load(service.address, args.model, args.seconds, batch_size=64, concurrency=(1,)),
-        )
-        record(
-            "bulk_count64_c2",
-            load(service.address, args.model, args.seconds, batch_size=64, concurrency=(2,)),
-        )
-        record(
-            "single_c32_batching",
-            load(service.address, args.model, args.seconds, concurrency=(32,)),
-        )
-        record(
-            "single_c1_latency", load(service.address, args.model, args.seconds, concurrency=(1,))
-        )
+    def measure(service: Service, rows: dict[str, dict]) -> None:
+        for name, shape in rows.items():
+            record(name, load(service.address, args.model, args.seconds, **shape))
+
+    bulk, single = dict(batch_size=64, concurrency=(1,)), dict(concurrency=(32,))
+    with Service(repo) as service:
+        measure(service, {"bulk_count64_c1": bulk,
+                          "bulk_count64_c2": dict(batch_size=64, concurrency=(2,)),
+                          "single_c32_batching": single,
+                          "single_c1_latency": dict(concurrency=(1,))})  # fmt: skip
         if not args.throughput_only:
             classmap_and_batch_job(service.address, args, results)
-    finally:
-        service.stop()
-
-    one_instance = Service(repo, "--instances", "1", "--ort-threads", str(args.threads))
-    try:
-        record(
-            "bulk_count64_c1_one_instance",
-            load(one_instance.address, args.model, args.seconds, batch_size=64, concurrency=(1,)),
-        )
-        record(
-            "single_c32_one_instance",
-            load(one_instance.address, args.model, args.seconds, concurrency=(32,)),
-        )
-    finally:
-        one_instance.stop()
-
-    unbatched = Service(repo, "--batching", "false")
-    try:
-        record(
-            "single_c32_no_batching",
-            load(unbatched.address, args.model, args.seconds, concurrency=(32,)),
-        )
-    finally:
-        unbatched.stop()
+    with Service(repo, "--instances", "1", "--ort-threads", str(args.threads)) as service:
+        measure(service, {"bulk_count64_c1_one_instance": bulk, "single_c32_one_instance": single})
+    with Service(repo, "--batching", "false") as service:
+        measure(service, {"single_c32_no_batching": single})
 
     if not args.throughput_only:
         triton_and_memory(repo, args, results, record)
@@ -279,18 +244,16 @@ def main() -> None:
 
 
 def triton_and_memory(repo: Path, args: argparse.Namespace, results: dict, record) -> None:
-    with LocalTriton(repo, ort_threads=args.threads) as triton:
-        on_triton = Service(repo, "--backend", "triton", "--triton-url", triton.grpc_url)
-        try:
-            record(
-                "single_c32_triton",
-                load(on_triton.address, args.model, args.seconds, concurrency=(32,)),
-            )
-        finally:
-            on_triton.stop()
+    with (
+        LocalTriton(repo, ort_threads=args.threads) as triton,
+        Service(repo, "--backend", "triton", "--triton-url", triton.grpc_url) as on_triton,
+    ):
+        record(
+            "single_c32_triton",
+            load(on_triton.address, args.model, args.seconds, concurrency=(32,)),
+        )
 
-    memory = Service(repo)
-    try:
+    with Service(repo) as memory:
         spec = dict(concurrency=(16,), warmup_s=0.0)
         asyncio.run(
             LoadGenerator(
@@ -304,8 +267,6 @@ def triton_and_memory(repo: Path, args: argparse.Namespace, results: dict, recor
             ).run_requests(args.memory_requests - 1000)
         )
         after_all = memory.rss_mb()
-    finally:
-        memory.stop()
     results["memory_rss_mb"] = {"after_1000": after_1k, f"after_{args.memory_requests}": after_all,
                                 "growth_ratio": after_all / after_1k}  # fmt: skip
     print(f"RSS: {after_1k:.1f} MB after 1,000 requests, {after_all:.1f} MB after {args.memory_requests:,} "
