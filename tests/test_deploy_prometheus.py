@@ -22,7 +22,9 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 def _promtool(*args):
-    assert shutil.which("promtool"), "promtool missing: apt-get install prometheus (see .ci/run)"
+    assert shutil.which("promtool"), (
+        "promtool missing: `make test` installs it (tests/system-packages.txt)"
+    )
     return subprocess.run(["promtool", *args], capture_output=True, text=True)
 
 
@@ -67,7 +69,7 @@ def _query(port: int, expression: str) -> list:
 
 def test_real_prometheus_scrapes_the_service_with_the_project_config(service, tmp_path):
     assert shutil.which("prometheus"), (
-        "prometheus missing: apt-get install prometheus (see .ci/run)"
+        "prometheus missing: `make test` installs it (tests/system-packages.txt)"
     )
     import grpc
 
