@@ -56,8 +56,9 @@ def test_kubernetes_manifests_parse_with_probes_gpu_and_autoscaling():
 def test_dockerfile_is_non_root_with_a_grpc_health_check():
     text = (DEPLOY / "Dockerfile").read_text()
     assert "USER 10001" in text and "HEALTHCHECK" in text and "health_pb2" in text
-    for source in re.findall(r"^COPY (\S+) ", text, flags=re.MULTILINE):
-        assert (DEPLOY.parent / source).exists(), source
+    for sources in re.findall(r"^COPY (.+) \S+$", text, flags=re.MULTILINE):
+        for source in sources.split():
+            assert (DEPLOY.parent / source).exists(), source
 
 
 def test_grafana_provisioning_points_at_the_dashboard():
