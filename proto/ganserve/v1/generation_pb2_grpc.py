@@ -27,6 +27,8 @@ if _version_not_supported:
 
 class GenerationServiceStub:
     """Generate images, walk between latents, map the latent plane, look at layer activations.
+    Each RPC also has an HTTP/JSON route (google.api.http, as grpc-gateway reads it): the service's
+    HTTP face (service/http_face.py) builds its routes from these options and nothing else.
     """
 
     def __init__(self, channel):
@@ -69,6 +71,8 @@ class GenerationServiceStub:
 
 class GenerationServiceServicer:
     """Generate images, walk between latents, map the latent plane, look at layer activations.
+    Each RPC also has an HTTP/JSON route (google.api.http, as grpc-gateway reads it): the service's
+    HTTP face (service/http_face.py) builds its routes from these options and nothing else.
     """
 
     def ListModels(self, request, context):
@@ -155,6 +159,8 @@ def add_GenerationServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class GenerationService:
     """Generate images, walk between latents, map the latent plane, look at layer activations.
+    Each RPC also has an HTTP/JSON route (google.api.http, as grpc-gateway reads it): the service's
+    HTTP face (service/http_face.py) builds its routes from these options and nothing else.
     """
 
     @staticmethod
