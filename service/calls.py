@@ -4,6 +4,7 @@ It refuses calls without the bearer token when one is configured (UNAUTHENTICATE
 calls while the server drains (UNAVAILABLE: clients retry elsewhere) and counts the
 calls in flight so the drain knows when they are done; it maps errors to status codes (errors.py)
 and records the per-call Prometheus metrics (method, status code, latency, in flight, images).
+The HTTP/JSON face passes the same gate (its calls labelled transport="http").
 
 One wrapper, made when the servicer is built, rather than a chain of server interceptors: an
 interceptor runs on every call and builds a new handler each time (measured: two interceptors cost
@@ -43,7 +44,7 @@ class CallGate:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._requests: dict[tuple[str, grpc.StatusCode], object] = {}
+        self._requests: dict[tuple[str, grpc.StatusCode, str], object] = {}
         self._images: dict[str, object] = {}
 
     async def drain(self, timeout_s: float) -> bool:
@@ -56,10 +57,12 @@ class CallGate:
             return False
 
     # -- per call --------------------------------------------------------------------------------
-    def _count(self, method: str, code: grpc.StatusCode) -> None:
-        counter = self._requests.get((method, code))
+    def _count(self, method: str, code: grpc.StatusCode, transport: str) -> None:
+        counter = self._requests.get((method, code, transport))
         if counter is None:
-            counter = self._requests[method, code] = self.metrics.requests.labels(method, code.name)
+            counter = self._requests[method, code, transport] = self.metrics.requests.labels(
+                method, code.name, transport
+            )
         counter.inc()
 
     def count_images(self, request, response) -> None:
@@ -71,9 +74,11 @@ class CallGate:
             counter.inc(count)
 
     # -- wrappers ----------------------------------------------------------------------------------
-    def unary(self, method: str, handler: Callable[..., Awaitable]) -> Callable[..., Awaitable]:
+    def unary(
+        self, method: str, handler: Callable[..., Awaitable], transport: str = "grpc"
+    ) -> Callable[..., Awaitable]:
         async def guarded(request, context):
-            async with _Call(self, method, context):
+            async with _Call(self, method, transport, context):
                 response = await handler(request, context)
                 self.count_images(request, response)
                 return response
@@ -81,10 +86,10 @@ class CallGate:
         return guarded
 
     def streaming(
-        self, method: str, handler: Callable[..., AsyncIterator]
+        self, method: str, handler: Callable[..., AsyncIterator], transport: str = "grpc"
     ) -> Callable[..., AsyncIterator]:
         async def guarded(request, context):
-            async with _Call(self, method, context):
+            async with _Call(self, method, transport, context):
                 async for item in handler(request, context):
                     self.count_images(request, item)
                     yield item
@@ -95,18 +100,20 @@ class CallGate:
 class _Call:
     """One call through the gate: admitted on entry, counted and mapped to a status on exit."""
 
-    __slots__ = ("context", "gate", "method", "started")
+    __slots__ = ("context", "gate", "method", "started", "transport")
 
-    def __init__(self, gate: CallGate, method: str, context: grpc.aio.ServicerContext):
-        self.gate, self.method, self.context = gate, method, context
+    def __init__(
+        self, gate: CallGate, method: str, transport: str, context: grpc.aio.ServicerContext
+    ):
+        self.gate, self.method, self.transport, self.context = gate, method, transport, context
 
     async def __aenter__(self) -> None:
         gate, method, context = self.gate, self.method, self.context
         if gate.token is not None and not gate.token.admits(context.invocation_metadata()):
-            gate._count(method, grpc.StatusCode.UNAUTHENTICATED)
+            gate._count(method, grpc.StatusCode.UNAUTHENTICATED, self.transport)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, WRONG_TOKEN)
         if gate.draining:
-            gate._count(method, grpc.StatusCode.UNAVAILABLE)
+            gate._count(method, grpc.StatusCode.UNAVAILABLE, self.transport)
             await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         gate.in_flight += 1
         gate._idle.clear()
@@ -123,8 +130,10 @@ class _Call:
             code, message = status_for(error)
         else:
             code = grpc.StatusCode.UNKNOWN
-        gate._count(method, code)
-        gate.metrics.latency.labels(method).observe(time.perf_counter() - self.started)
+        gate._count(method, code, self.transport)
+        gate.metrics.latency.labels(method, self.transport).observe(
+            time.perf_counter() - self.started
+        )
         gate.metrics.in_flight.labels(method).dec()
         gate.in_flight -= 1
         if gate.in_flight == 0:

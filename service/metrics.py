@@ -32,13 +32,17 @@ class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # transport: "grpc" or "http" (the HTTP/JSON face passes the same call gate).
         self.requests = Counter(
-            "ganserve_requests", "RPCs by method and status code", ["method", "code"], registry=r
+            "ganserve_requests",
+            "RPCs by method, status code and transport",
+            ["method", "code", "transport"],
+            registry=r,
         )
         self.latency = Histogram(
             "ganserve_request_latency_seconds",
-            "RPC latency by method",
-            ["method"],
+            "RPC latency by method and transport",
+            ["method", "transport"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -21,13 +21,14 @@ def _time_left(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class GenerationServicer(pb_grpc.GenerationServiceServicer):
-    def __init__(self, operations: Operations, gate: CallGate):
+    def __init__(self, operations: Operations, gate: CallGate, transport: str = "grpc"):
         self.ops = operations
-        # Each RPC method is replaced, on this instance, by the same method behind the gate.
+        # Each RPC method is replaced, on this instance, by the same method behind the gate. The
+        # HTTP face makes its own instance (transport "http") over the same operations and gate.
         for name in UNARY:
-            setattr(self, name, gate.unary(name, getattr(self, name)))
+            setattr(self, name, gate.unary(name, getattr(self, name), transport))
         for name in STREAMING:
-            setattr(self, name, gate.streaming(name, getattr(self, name)))
+            setattr(self, name, gate.streaming(name, getattr(self, name), transport))
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         return self.ops.list_models()

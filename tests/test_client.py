@@ -138,7 +138,7 @@ def test_a_queue_that_stays_full_ends_in_overloaded_after_retries(tiny_repo):
         with Client(running.address, retry=retry) as client, pytest.raises(OverloadedError):
             client.generate("gen2d", count=10)
         assert (
-            'ganserve_requests_total{code="RESOURCE_EXHAUSTED",method="Generate"} 3.0'
+            'ganserve_requests_total{code="RESOURCE_EXHAUSTED",method="Generate",transport="grpc"} 3.0'
             in running.metrics_text()
         )
     finally:
