@@ -118,7 +118,7 @@ class Service:
     def __init__(self, repository: Path, *flags: str):
         self.port, self.metrics_port = free_port(), free_port()
         command = [sys.executable, "-m", "ganserve.cli", "--log-level", "WARNING", "serve", "--models", str(repository),
-                   "--address", f"127.0.0.1:{self.port}", "--metrics-port", str(self.metrics_port), *flags]  # fmt: skip
+                   "--address", f"127.0.0.1:{self.port}", "--metrics-port", str(self.metrics_port), "--http-port", "-1", *flags]  # fmt: skip
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

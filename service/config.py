@@ -23,6 +23,20 @@ class ServeConfig:
     metrics_port: int = field(
         default=9090, metadata={"help": "Prometheus /metrics HTTP port (-1: off)"}
     )
+    http_port: int = field(
+        default=8080,
+        metadata={
+            "help": "HTTP/JSON API and the explorer page at / (-1: off; 0: any free port); "
+            "same TLS and bearer token as gRPC"
+        },
+    )
+    http_cors_origins: str = field(
+        default="",
+        metadata={
+            "help": "origins other sites' pages may call the HTTP API from, comma-separated, "
+            "or * (empty: no CORS)"
+        },
+    )
     max_message_bytes: int = field(
         default=64 * 1024 * 1024, metadata={"help": "largest gRPC message"}
     )

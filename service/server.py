@@ -1,4 +1,5 @@
-"""Assembles and runs the service: backend, servicer, health, reflection, metrics, TLS, auth.
+"""Assembles and runs the service: backend, servicer, health, reflection, metrics, TLS, auth,
+and the HTTP/JSON face with the explorer page.
 
 ``create_server(config)`` returns a started :class:`Service` whose ``port`` is the bound port, so
 tests bind port 0. ``serve(config)`` runs until SIGTERM/SIGINT and drains gracefully.
@@ -23,6 +24,7 @@ from .auth import BearerToken, load_token
 from .backends.base import Backend
 from .calls import CallGate
 from .config import ServeConfig
+from .http_face import HttpFace, start_http_face
 from .metrics import ServiceMetrics
 from .operations import Operations
 from .servicer import GenerationServicer
@@ -74,8 +76,13 @@ class Service:
     port: int
     calls: CallGate | None = None
     metrics_http: object | None = None
+    http: HttpFace | None = None
     _watch: asyncio.Task | None = field(default=None, repr=False)
     _serving: bool = True
+
+    @property
+    def http_port(self) -> int | None:
+        return None if self.http is None else self.http.port
 
     @property
     def metrics_port(self) -> int | None:
@@ -120,6 +127,8 @@ class Service:
                 self.calls.in_flight,
             )
         await self.server.stop(0.5)
+        if self.http is not None:
+            await self.http.close()
         await self.backend.close()
         if self.metrics_http is not None:
             self.metrics_http.shutdown()
@@ -141,9 +150,8 @@ async def create_server(config: ServeConfig, backend: Backend | None = None) -> 
         options=options,
         maximum_concurrent_rpcs=config.max_concurrent_rpcs,
     )
-    pb_grpc.add_GenerationServiceServicer_to_server(
-        GenerationServicer(Operations(backend, config), calls), server
-    )
+    operations = Operations(backend, config)
+    pb_grpc.add_GenerationServiceServicer_to_server(GenerationServicer(operations, calls), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -164,15 +172,20 @@ async def create_server(config: ServeConfig, backend: Backend | None = None) -> 
         raise OSError(f"cannot listen on {config.address}")
     await server.start()
     service = Service(config, server, backend, metrics, health_servicer, port, calls)
+    host = config.address.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
+    if config.http_port >= 0:  # the same operations and call gate, labelled transport="http"
+        service.http = await start_http_face(
+            GenerationServicer(operations, calls, transport="http"), config, host
+        )
     if config.metrics_port >= 0:
-        host = config.address.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
         service.metrics_http = metrics.serve_http(config.metrics_port, host)
     ready = backend.is_ready()
     await service._publish(ready)
     service._watch = asyncio.get_running_loop().create_task(service._watch_backend(ready))
     log.info(
-        "serving %s on port %d (%s backend, models: %s; metrics on %s)",
-        SERVICE_NAME, port, backend.name, ", ".join(sorted(backend.models())) or "none yet", service.metrics_port,
+        "serving %s on port %d (%s backend, models: %s; HTTP on %s; metrics on %s)",
+        SERVICE_NAME, port, backend.name, ", ".join(sorted(backend.models())) or "none yet",
+        service.http_port, service.metrics_port,
     )  # fmt: skip
     return service
 
@@ -184,7 +197,9 @@ async def serve(config: ServeConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(
-        f"ganserve: gRPC on port {service.port}, metrics on port {service.metrics_port}", flush=True
+        f"ganserve: gRPC on port {service.port}, HTTP/JSON and the explorer on port "
+        f"{service.http_port}, metrics on port {service.metrics_port}",
+        flush=True,
     )
     await stop.wait()
     log.info("shutting down: draining in-flight calls for up to %.1fs", config.grace_period_s)

@@ -162,7 +162,13 @@ class RunningService:
 def serve_config(models, **overrides):
     from ganserve.service.config import ServeConfig
 
-    settings = {"address": "127.0.0.1:0", "models": str(models), "metrics_port": 0, **overrides}
+    settings = {
+        "address": "127.0.0.1:0",
+        "models": str(models),
+        "metrics_port": 0,
+        "http_port": 0,
+        **overrides,
+    }
     return ServeConfig(**settings)
 
 

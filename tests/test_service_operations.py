@@ -77,6 +77,7 @@ def test_sigterm_drains_in_flight_calls_and_refuses_new_ones(tiny_repo, tmp_path
         **os.environ,
         "GANSERVE_MODELS": str(tiny_repo),
         "GANSERVE_METRICS_PORT": str(metrics_port),
+        "GANSERVE_HTTP_PORT": "0",
     }
     process = subprocess.Popen(
         [
