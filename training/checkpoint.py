@@ -68,11 +68,25 @@ class LoadedCheckpoint:
     raw: dict[str, Any] = field(repr=False)
     metrics: dict[str, Any] = field(default_factory=dict)
 
-    def generator(self, use_ema: bool = True) -> Generator:
-        """The trained generator in eval mode (the EMA weights when the run kept them)."""
+    @property
+    def serve_weights(self) -> str:
+        """Which generator weights this checkpoint stands for: ``serve_weights`` when a selection
+        chose them, else the EMA average when the run kept one, else the raw weights."""
+        chosen = self.raw.get("serve_weights")
+        if chosen:
+            return chosen
+        return "ema" if self.raw.get("ema") else "raw"
+
+    def generator(self, weights: str = "auto") -> Generator:
+        """The trained generator in eval mode: ``weights`` "raw", "ema" or "auto"
+        (``serve_weights``)."""
+        weights = self.serve_weights if weights == "auto" else weights
+        if weights not in ("raw", "ema"):
+            raise CheckpointError(f"weights must be raw, ema or auto, got {weights!r}")
+        if weights == "ema" and not self.raw.get("ema"):
+            raise CheckpointError("this run kept no EMA generator (trained with --ema-decay 0)")
         generator, _ = build_gan(self.model)
-        state = self.raw.get("ema") if use_ema and self.raw.get("ema") else self.raw["generator"]
-        generator.load_state_dict(state)
+        generator.load_state_dict(self.raw["ema" if weights == "ema" else "generator"])
         return generator.eval()
 
     def discriminator(self) -> Discriminator:

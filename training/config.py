@@ -52,7 +52,6 @@ class ModelConfig:
             "help": "width multiplier for D alone (none = --width); D is cheap, a weak D starves G"
         },
     )
-    embed_dim: int = field(default=50, metadata={"help": "label embedding size (conditional)"})
     dropout: float = field(default=0.3, metadata={"help": "discriminator dropout"})
     # Filled from the data set, not from flags.
     channels: int = field(default=1, metadata={"help": "image channels (set from the data)"})
@@ -86,6 +85,10 @@ class TrainConfig:
     beta1: float = field(default=0.5, metadata={"help": "Adam beta1"})
     beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
     loss: Loss = field(default=Loss.NONSATURATING, metadata={"help": "GAN loss"})
+    real_target: float = field(
+        default=1.0,
+        metadata={"help": "D's target for real images (0.9 = one-sided label smoothing; BCE only)"},
+    )
     ema_decay: float = field(
         default=0.0, metadata={"help": "EMA decay for G weights (0 = off, e.g. 0.999)"}
     )
@@ -102,5 +105,12 @@ class TrainConfig:
     )
     balance_patience: int = field(
         default=5, metadata={"help": "warn after this many epochs outside the healthy band"}
+    )
+    diversity_warning: float = field(
+        default=0.5,
+        metadata={
+            "help": "warn when a class's within-class pixel diversity (generated ÷ real) falls "
+            "below this (collapse onto the label)"
+        },
     )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})

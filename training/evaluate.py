@@ -1,4 +1,8 @@
-"""``ganserve evaluate``: a checkpoint's quality metrics, written to JSON."""
+"""``ganserve evaluate``: a checkpoint's quality metrics, written to JSON.
+
+Every number comes with its yardstick: the Fréchet distance as a ratio to the distance between two
+real samples of the same size, within-class diversity as a ratio to real images of the class.
+"""
 
 from __future__ import annotations
 
@@ -22,9 +26,12 @@ from .metrics import (
     frechet_distance,
     generate_samples,
     independent_classifier_test,
+    within_class_diversity,
 )
+from .models import Classifier
 
 log = logging.getLogger(__name__)
+IC_STRENGTHS = {"strong": STRONG_IC, "weak": WEAK_IC}
 
 
 def default_metrics_path(checkpoint: Path) -> Path:
@@ -35,53 +42,93 @@ def _fd(a: np.ndarray, b: np.ndarray) -> float:
     return frechet_distance(*feature_statistics(a), *feature_statistics(b))
 
 
+class RealReference:
+    """What generated samples are compared with: the test split (and as many training images, for
+    the real-vs-real floor) as classifier features, computed once for many checkpoints."""
+
+    def __init__(self, splits: DataSplits, classifier: Classifier | None, samples: int):
+        self.images = splits.test.scaled()[:samples]
+        self.labels = splits.test.labels.numpy()[: len(self.images)]
+        self.classifier = classifier
+        self.features = self.floor = None
+        if classifier is not None:
+            self.features, _ = classifier_outputs(classifier, self.images)
+            train_features, _ = classifier_outputs(
+                classifier, splits.train.scaled(slice(0, len(self.images)))
+            )
+            # Two real samples of this size differ by this much: the floor of the distance.
+            self.floor = _fd(train_features, self.features)
+
+
+def score_generator(
+    ckpt: LoadedCheckpoint, reference: RealReference, weights: str = "auto"
+) -> dict[str, Any]:
+    """Fréchet ratio, within-class diversity and class statistics (no IC): cheap enough to run
+    on every checkpoint of a run."""
+    generator = ckpt.generator(weights)
+    fake, requested = generate_samples(
+        generator, len(reference.images), ckpt.model.prior.value, ckpt.model.num_classes
+    )
+    names = tuple(ckpt.data_info.class_names)
+    num_classes = ckpt.model.num_classes
+    result: dict[str, Any] = {
+        "epoch": ckpt.epoch,
+        "weights": ckpt.serve_weights if weights == "auto" else weights,
+        "samples": len(fake),
+    }
+    if reference.classifier is None:
+        return result | {"fake": fake}
+    fake_features, fake_probs = classifier_outputs(reference.classifier, fake)
+    predicted = fake_probs.argmax(axis=1)
+    fd = _fd(fake_features, reference.features)
+    result["frechet_distance"] = {
+        "generated_vs_test": fd,
+        "real_train_vs_test": reference.floor,
+        "ratio": fd / max(reference.floor, 1e-12),
+        "feature_layer": "features",
+    }
+    # Conditional: the class asked for; unconditional: the class the classifier sees.
+    classes = requested if requested is not None else predicted
+    result["within_class_diversity"] = {
+        "classes_from": "requested labels" if requested is not None else "classifier predictions",
+        "features": within_class_diversity(
+            fake_features, classes, reference.features, reference.labels, num_classes
+        ).as_dict(names),
+        "pixels": within_class_diversity(
+            fake, classes, reference.images, reference.labels, num_classes
+        ).as_dict(names),
+    }
+    counts = np.bincount(predicted, minlength=num_classes)
+    result["class_histogram"] = {
+        name: float(c) / len(predicted) for name, c in zip(names, counts, strict=True)
+    }
+    if requested is not None:
+        result["class_consistency"] = class_consistency(fake_probs, requested)
+    return result | {"fake": fake}
+
+
 def evaluate_gan(
     ckpt: LoadedCheckpoint,
     classifier_ckpt: LoadedCheckpoint | None,
     splits: DataSplits,
     strength: str = "strong",
     samples: int = 10000,
+    weights: str = "auto",
 ) -> dict[str, Any]:
-    generator = ckpt.generator()
-    real_test = splits.test.scaled()[:samples]
-    fake, requested = generate_samples(
-        generator, len(real_test), ckpt.model.prior.value, ckpt.model.num_classes
-    )
-    ic_strength = STRONG_IC if strength == "strong" else WEAK_IC
-    started = time.perf_counter()
-    ic = independent_classifier_test(real_test, fake, ic_strength, seed=0)
-    result: dict[str, Any] = {
-        "epoch": ckpt.epoch,
-        "samples": len(fake),
-        "independent_classifier": {
+    classifier = classifier_ckpt.classifier() if classifier_ckpt is not None else None
+    reference = RealReference(splits, classifier, samples)
+    result = score_generator(ckpt, reference, weights)
+    fake = result.pop("fake")
+    if strength != "none":
+        started = time.perf_counter()
+        ic = independent_classifier_test(reference.images, fake, IC_STRENGTHS[strength], seed=0)
+        result["independent_classifier"] = {
             "error": ic.error,
             "strength": ic.strength,
             "train_size": ic.train_size,
             "test_size": ic.test_size,
             "seconds": time.perf_counter() - started,
-        },
-    }
-    if classifier_ckpt is None:
-        return result
-    classifier = classifier_ckpt.classifier()
-    real_train = splits.train.scaled(slice(0, len(real_test)))
-    fake_features, fake_probs = classifier_outputs(classifier, fake)
-    test_features, _ = classifier_outputs(classifier, real_test)
-    train_features, _ = classifier_outputs(classifier, real_train)
-    result["frechet_distance"] = {
-        "generated_vs_test": _fd(fake_features, test_features),
-        # The floor: two real samples of the same data differ by this much.
-        "real_train_vs_test": _fd(train_features, test_features),
-        "feature_layer": "features",
-    }
-    predicted = fake_probs.argmax(axis=1)
-    counts = np.bincount(predicted, minlength=ckpt.model.num_classes)
-    result["class_histogram"] = {
-        name: float(c) / len(predicted)
-        for name, c in zip(ckpt.data_info.class_names, counts, strict=True)
-    }
-    if requested is not None:
-        result["class_consistency"] = class_consistency(fake_probs, requested)
+        }
     return result
 
 
@@ -95,24 +142,29 @@ def evaluate_classifier(ckpt: LoadedCheckpoint, splits: DataSplits) -> dict[str,
     }
 
 
+def full_splits(ckpt: LoadedCheckpoint) -> DataSplits:
+    data_cfg = ckpt.data
+    data_cfg.subset = 0  # evaluation always uses the full splits
+    return load_data(data_cfg)
+
+
 def evaluate(
     checkpoint: str | Path,
     classifier: str | Path | None = None,
     strength: str = "strong",
     samples: int = 10000,
     out: str | Path | None = None,
+    weights: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on its own data set's test split and write the JSON report."""
     checkpoint = Path(checkpoint)
     ckpt = load_checkpoint(checkpoint)
-    data_cfg = ckpt.data
-    data_cfg.subset = 0  # evaluation always uses the full splits
-    splits = load_data(data_cfg)
+    splits = full_splits(ckpt)
     if ckpt.kind == "classifier":
         result = evaluate_classifier(ckpt, splits)
     else:
         classifier_ckpt = load_checkpoint(classifier) if classifier else None
-        result = evaluate_gan(ckpt, classifier_ckpt, splits, strength, samples)
+        result = evaluate_gan(ckpt, classifier_ckpt, splits, strength, samples, weights)
         if classifier:
             result["classifier"] = str(classifier)
     result["checkpoint"] = str(checkpoint)

@@ -63,7 +63,7 @@ class Reshape(nn.Module):
 def init_gan_weights(module: nn.Module) -> None:
     """DCGAN initialisation: N(0, 0.02) weights, BN scale N(1, 0.02), zero biases."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.Embedding)):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, 0.02)
             if getattr(m, "bias", None) is not None:
                 nn.init.zeros_(m.bias)

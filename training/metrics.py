@@ -150,3 +150,71 @@ def generate_samples(
         )
         images.append(generator(latents[start : start + batch_size], batch_labels))
     return torch.cat(images), labels
+
+
+def mean_pairwise_distance(vectors: torch.Tensor | np.ndarray) -> float:
+    """Mean Euclidean distance over all pairs of rows of ``vectors`` ``[N, D]`` (N ≥ 2)."""
+    x = torch.as_tensor(np.asarray(vectors), dtype=torch.float64).flatten(1)
+    if len(x) < 2:
+        raise ValueError("pairwise distance needs at least two vectors")
+    return float(torch.pdist(x).mean())
+
+
+@dataclass
+class Diversity:
+    """Within-class diversity: each class's mean pairwise distance among generated samples divided
+    by the same among real samples of that class (1.0 = as varied as the data; a generator that
+    ignores its latent scores near 0). ``None`` for a class with fewer than two samples."""
+
+    per_class: dict[int, float | None]
+
+    @property
+    def present(self) -> list[float]:
+        return [v for v in self.per_class.values() if v is not None]
+
+    @property
+    def minimum(self) -> float:
+        """The worst class; a class the generator never produces counts as 0."""
+        values = [0.0 if v is None else v for v in self.per_class.values()]
+        return min(values) if values else 0.0
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.present)) if self.present else 0.0
+
+    def as_dict(self, class_names: tuple[str, ...] | None = None) -> dict:
+        def name(k: int) -> str:
+            return class_names[k] if class_names else str(k)
+
+        return {
+            "per_class": {name(k): v for k, v in self.per_class.items()},
+            "min": self.minimum,
+            "mean": self.mean,
+        }
+
+
+def within_class_diversity(
+    fake: torch.Tensor | np.ndarray,
+    fake_classes: np.ndarray,
+    real: torch.Tensor | np.ndarray,
+    real_classes: np.ndarray,
+    num_classes: int,
+    max_per_class: int = 500,
+) -> Diversity:
+    """Per-class diversity ratio of ``fake`` against ``real`` (pixels or features, ``[N, ...]``).
+
+    ``fake_classes`` are the requested labels of a conditional generator, or the classifier's
+    predictions for an unconditional one; at most ``max_per_class`` of each side are compared.
+    """
+    fake_np, real_np = np.asarray(fake), np.asarray(real)
+    fake_np = fake_np.reshape(len(fake_np), -1)
+    real_np = real_np.reshape(len(real_np), -1)
+    per_class: dict[int, float | None] = {}
+    for k in range(num_classes):
+        f = fake_np[np.asarray(fake_classes) == k][:max_per_class]
+        r = real_np[np.asarray(real_classes) == k][:max_per_class]
+        if len(f) < 2 or len(r) < 2:
+            per_class[k] = None
+            continue
+        per_class[k] = mean_pairwise_distance(f) / max(mean_pairwise_distance(r), 1e-12)
+    return Diversity(per_class)

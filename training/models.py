@@ -34,14 +34,43 @@ def _d_slope(cfg: ModelConfig) -> float:
     )
 
 
+class LabelCode(nn.Module):
+    """Class labels as a ``[N, num_classes]`` float code: integer labels become one-hot rows, float
+    rows (class weights that sum to 1) pass through, so a blend of classes is a valid label.
+
+    One-hot has the scale of the pixels and of a uniform latent: a learned embedding with the DCGAN
+    N(0, 0.02) init started ~100× smaller than the image in D (the label was ignored and G collapsed
+    onto it), and one with N(0, 1) swamped z in G. The first layer after it is learned anyway, so an
+    embedding in front of it adds nothing but a scale to get wrong.
+    """
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.num_classes = num_classes
+        # A row lookup exports as one Gather on a constant (no Cast, so FP16 conversion holds).
+        self.register_buffer("rows", torch.eye(num_classes), persistent=False)
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        if labels.is_floating_point():
+            if labels.dim() != 2 or labels.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"soft labels must be [N, {self.num_classes}], got {list(labels.shape)}"
+                )
+            return labels
+        return self.rows[labels.reshape(-1)]
+
+
 class Generator(nn.Module):
-    """z (and a class label when conditional) → image in [-1, 1], through named blocks."""
+    """z (and a class label when conditional) → image in [-1, 1], through named blocks.
+
+    Conditional generators take the label as a one-hot (or soft) code joined to z.
+    """
 
     def __init__(self, cfg: ModelConfig, body: NamedBlocks):
         super().__init__()
         self.latent_dim = cfg.latent_dim
         self.conditional = cfg.conditional
-        self.embed = nn.Embedding(cfg.num_classes, cfg.embed_dim) if cfg.conditional else None
+        self.label_code = LabelCode(cfg.num_classes) if cfg.conditional else None
         self.body = body
 
     @property
@@ -49,11 +78,11 @@ class Generator(nn.Module):
         return self.body.layer_names
 
     def _input(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-        if self.embed is None:
+        if self.label_code is None:
             return z
         if labels is None:
             raise ValueError("a conditional generator needs class labels")
-        return torch.cat([z, self.embed(labels)], dim=1)
+        return torch.cat([z, self.label_code(labels)], dim=1)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.body(self._input(z, labels))
@@ -66,33 +95,28 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """image (and a class label when conditional) → one real/fake logit per image."""
+    """image (and a class label when conditional) → one real/fake logit per image.
+
+    Conditional: the one-hot label joins the flat image (MLP) or becomes one constant plane per
+    class (conv), so D sees the label at the scale of the pixels from the first step.
+    """
 
     def __init__(self, cfg: ModelConfig, body: NamedBlocks, flat_input: bool):
         super().__init__()
         self.flat_input = flat_input
+        self.label_code = LabelCode(cfg.num_classes) if cfg.conditional else None
         self.image_shape = (cfg.channels, cfg.image_size, cfg.image_size)
-        self.label_input: nn.Module | None = None
-        if cfg.conditional:
-            pixels = cfg.image_size * cfg.image_size
-            # MLP: the embedding is joined to the flat image; conv: it becomes one extra plane.
-            self.label_input = (
-                nn.Embedding(cfg.num_classes, cfg.embed_dim)
-                if flat_input
-                else nn.Sequential(
-                    nn.Embedding(cfg.num_classes, cfg.embed_dim),
-                    nn.Linear(cfg.embed_dim, pixels),
-                    Reshape(1, cfg.image_size, cfg.image_size),
-                )
-            )
         self.body = body
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = images.flatten(1) if self.flat_input else images
-        if self.label_input is not None:
+        if self.label_code is not None:
             if labels is None:
                 raise ValueError("a conditional discriminator needs class labels")
-            x = torch.cat([x, self.label_input(labels)], dim=1)
+            code = self.label_code(labels)
+            if not self.flat_input:
+                code = code[:, :, None, None].expand(-1, -1, *images.shape[2:])
+            x = torch.cat([x, code], dim=1)
         return self.body(x).reshape(-1)
 
 
@@ -142,8 +166,12 @@ def _d_width(cfg: ModelConfig) -> float:
     return cfg.d_width if cfg.d_width is not None else cfg.width
 
 
+def _label_dim(cfg: ModelConfig) -> int:
+    return cfg.num_classes if cfg.conditional else 0
+
+
 def _generator_input_dim(cfg: ModelConfig) -> int:
-    return cfg.latent_dim + (cfg.embed_dim if cfg.conditional else 0)
+    return cfg.latent_dim + _label_dim(cfg)
 
 
 def _mlp_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
@@ -173,7 +201,7 @@ def _mlp_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
     )
     d_units = [_scaled(u, _d_width(cfg)) for u in (1024, 512, 256)]
     d_blocks: list[tuple[str, nn.Module]] = []
-    previous = pixels + (cfg.embed_dim if cfg.conditional else 0)
+    previous = pixels + _label_dim(cfg)
     for i, units in enumerate(d_units, start=1):
         d_blocks.append(
             (
@@ -231,7 +259,7 @@ def _dcgan28_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
         ]
     )
     d1, d2 = _scaled(64, _d_width(cfg)), _scaled(128, _d_width(cfg))
-    in_channels = cfg.channels + (1 if cfg.conditional else 0)
+    in_channels = cfg.channels + _label_dim(cfg)
     slope = _d_slope(cfg)
     d = NamedBlocks(
         [
@@ -290,7 +318,7 @@ def _dcgan_rgb_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
     slope = _d_slope(cfg)
     d_base = _scaled(64, _d_width(cfg))
     d_channels = [d_base * 2**i for i in range(stages)]  # e.g. 64, 128, 256, 512
-    previous = cfg.channels + (1 if cfg.conditional else 0)
+    previous = cfg.channels + _label_dim(cfg)
     d_blocks: list[tuple[str, nn.Module]] = []
     for i, out in enumerate(d_channels):
         norm: nn.Module = nn.BatchNorm2d(out) if i > 0 else nn.Identity()

@@ -29,7 +29,7 @@ from .checkpoint import (
 )
 from .config import DataConfig, Family, Loss, ModelConfig, TrainConfig
 from .data import DataSplits
-from .metrics import WEAK_IC, independent_classifier_test
+from .metrics import WEAK_IC, Diversity, independent_classifier_test, within_class_diversity
 from .models import Generator, build_classifier, build_gan, count_parameters
 from .monitor import BalanceWatch, LossHistory, image_grid
 
@@ -37,7 +37,10 @@ log = logging.getLogger(__name__)
 GRID_SEEDS = 16  # the studies' 4×4 grid of fixed latent points
 HISTORY_FIELDS = (
     "epoch", "d_loss", "g_loss", "d_real", "d_fake", "seconds", "images_per_s", "weak_ic_error",
+    "diversity_min", "diversity_mean",
 )  # fmt: skip
+DIVERSITY_PER_CLASS = 64  # generated and real images per class for the per-epoch diversity check
+BN_RECOMPUTE_BATCH = 256
 CLASSIFIER_FIELDS = ("epoch", "loss", "train_accuracy", "test_accuracy", "seconds", "images_per_s")
 
 
@@ -82,12 +85,19 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
 
 
 def discriminator_loss(
-    loss: Loss, real_logits: torch.Tensor, fake_logits: torch.Tensor
+    loss: Loss, real_logits: torch.Tensor, fake_logits: torch.Tensor, real_target: float = 1.0
 ) -> torch.Tensor:
-    """Mean per term (real, fake), so ln 2 ≈ 0.69 is the equilibrium of the BCE loss."""
+    """Mean per term (real, fake), so ln 2 ≈ 0.69 is the equilibrium of the BCE loss.
+
+    ``real_target`` < 1 is one-sided label smoothing (Salimans et al., 2016): D is never rewarded
+    for certainty about real images, which keeps its gradient to G informative.
+    """
     if loss is Loss.HINGE:
         return 0.5 * (F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean())
-    return 0.5 * (F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean())
+    real_term = real_target * F.softplus(-real_logits) + (1.0 - real_target) * F.softplus(
+        real_logits
+    )
+    return 0.5 * (real_term.mean() + F.softplus(fake_logits).mean())
 
 
 def generator_loss(loss: Loss, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -96,12 +106,39 @@ def generator_loss(loss: Loss, fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()  # non-saturating: -log D(G(z))
 
 
+def ema_decay_at(step: int, decay: float) -> float:
+    """Decay with a warm-up, (1 + t) / (10 + t) capped at ``decay``: at step t the average holds
+    about the last t steps, not 99.9% of the random initial weights (a fixed 0.999 still holds 63%
+    of them after 1,000 steps)."""
+    return min(decay, (1.0 + step) / (10.0 + step))
+
+
 @torch.no_grad()
-def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """Average the weights only: batch-norm statistics of the live model do not fit the averaged
+    weights, so the average's own are recomputed (``recompute_batchnorm_statistics``) before use."""
     for ema_p, p in zip(ema.parameters(), model.parameters(), strict=True):
         ema_p.lerp_(p, 1.0 - decay)
-    for ema_b, b in zip(ema.buffers(), model.buffers(), strict=True):
-        ema_b.copy_(b)
+
+
+@torch.no_grad()
+def recompute_batchnorm_statistics(generator: Generator, sample_inputs, batches: int = 16) -> None:
+    """Set every batch norm's running mean/variance to the exact average over ``batches`` batches
+    from ``sample_inputs()`` (as ``torch.optim.swa_utils.update_bn`` does for a data loader)."""
+    norms = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    was_training = generator.training
+    momenta = {m: m.momentum for m in norms}
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    generator.train()
+    for _ in range(batches):
+        generator(*sample_inputs())
+    for m in norms:
+        m.momentum = momenta[m]
+    generator.train(was_training)
 
 
 class _Trainer:
@@ -170,6 +207,7 @@ class GANTrainer(_Trainer):
         self.ema: Generator | None = (
             copy.deepcopy(self.generator).eval() if train.ema_decay > 0 else None
         )
+        self.ema_steps = 0
         self.epoch = 0
         self.history = LossHistory(self.run_dir, HISTORY_FIELDS)
         self.balance = BalanceWatch(train.healthy_d_loss, train.balance_patience)
@@ -184,6 +222,7 @@ class GANTrainer(_Trainer):
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "balance_streak": self.balance.streak,
+            "ema_steps": self.ema_steps,
         }
 
     def _load_states(self, raw: dict[str, Any]) -> None:
@@ -194,10 +233,57 @@ class GANTrainer(_Trainer):
         self.opt_g.load_state_dict(raw["opt_g"])
         self.opt_d.load_state_dict(raw["opt_d"])
         self.balance.streak = raw.get("balance_streak", 0)
+        self.ema_steps = raw.get("ema_steps", 0)
 
     # -- monitoring --------------------------------------------------------------------------
     def sampling_generator(self) -> Generator:
+        """The generator that grids, monitoring, checkpoints' ``ema`` and export use."""
         return self.ema if self.ema is not None else self.generator
+
+    def _sample_inputs(
+        self, n: int, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = self._sample_prior(n, generator)
+        if not self.model_cfg.conditional:
+            return z, None
+        return z, torch.randint(0, self.model_cfg.num_classes, (n,), generator=generator)
+
+    def refresh_ema_statistics(self) -> None:
+        """Give the averaged weights batch-norm statistics of their own (seeded by epoch, so a
+        resumed run computes the same ones)."""
+        if self.ema is None:
+            return
+        noise = torch.Generator().manual_seed(self.cfg.seed * 100_003 + self.epoch)
+        recompute_batchnorm_statistics(
+            self.ema, lambda: self._sample_inputs(BN_RECOMPUTE_BATCH, noise)
+        )
+
+    @torch.no_grad()
+    def pixel_diversity(self) -> Diversity:
+        """Within-class pixel diversity of the sampling path against the test split: per class
+        for a conditional model, over all images (one "class") otherwise."""
+        g = self.sampling_generator()
+        was_training = g.training
+        g.eval()
+        test = self.splits.test
+        classes = self.model_cfg.num_classes if self.model_cfg.conditional else 1
+        real_labels = test.labels.numpy() if classes > 1 else np.zeros(len(test), dtype=np.int64)
+        real_index = np.concatenate(
+            [np.flatnonzero(real_labels == k)[:DIVERSITY_PER_CLASS] for k in range(classes)]
+        )
+        labels = np.repeat(np.arange(classes), DIVERSITY_PER_CLASS)
+        z = torch.from_numpy(
+            latents_from_seeds(range(len(labels)), self.model_cfg.latent_dim, self.model_cfg.prior)
+        )
+        fake = g(z, torch.from_numpy(labels) if self.model_cfg.conditional else None)
+        g.train(was_training)
+        return within_class_diversity(
+            fake,
+            labels,
+            test.scaled(torch.from_numpy(real_index)),
+            real_labels[real_index],
+            classes,
+        )
 
     @torch.no_grad()
     def save_grid(self) -> Path:
@@ -282,7 +368,7 @@ class GANTrainer(_Trainer):
             self.opt_d.zero_grad(set_to_none=True)
             real_logits = d(real, labels)
             fake_logits = d(fake.detach(), fake_labels)
-            d_loss = discriminator_loss(cfg.loss, real_logits, fake_logits)
+            d_loss = discriminator_loss(cfg.loss, real_logits, fake_logits, cfg.real_target)
             d_loss.backward()
             self.opt_d.step()
 
@@ -291,7 +377,8 @@ class GANTrainer(_Trainer):
             g_loss.backward()
             self.opt_g.step()
             if self.ema is not None:
-                _update_ema(self.ema, g, cfg.ema_decay)
+                update_ema(self.ema, g, ema_decay_at(self.ema_steps, cfg.ema_decay))
+                self.ema_steps += 1
 
             totals["d_loss"] += d_loss.item()
             totals["g_loss"] += g_loss.item()
@@ -325,6 +412,17 @@ class GANTrainer(_Trainer):
             row = self.train_epoch()
             self.epoch += 1
             row["epoch"] = self.epoch
+            self.refresh_ema_statistics()
+            diversity = self.pixel_diversity()
+            row["diversity_min"], row["diversity_mean"] = diversity.minimum, diversity.mean
+            self.metrics["pixel_diversity_min"] = diversity.minimum
+            if diversity.minimum < self.cfg.diversity_warning:
+                worst = min(diversity.per_class, key=lambda k: diversity.per_class[k] or 0.0)
+                log.warning(
+                    "epoch %d: within-class diversity %.2f (class %d) is below %.2f of real: "
+                    "the generator is ignoring its latent",
+                    self.epoch, diversity.minimum, worst, self.cfg.diversity_warning,
+                )  # fmt: skip
             if self.cfg.weak_ic_every and self.epoch % self.cfg.weak_ic_every == 0:
                 row["weak_ic_error"] = self.weak_ic_error()
                 self.metrics["weak_ic_error"] = row["weak_ic_error"]
@@ -332,9 +430,10 @@ class GANTrainer(_Trainer):
             self.save_grid()
             self.balance.update(self.epoch, row["d_loss"], row["g_loss"])
             log.info(
-                "epoch %d: D %.3f G %.3f D(x) %.2f D(G(z)) %.2f, %.0f img/s%s",
+                "epoch %d: D %.3f G %.3f D(x) %.2f D(G(z)) %.2f, diversity min %.2f mean %.2f, "
+                "%.0f img/s%s",
                 self.epoch, row["d_loss"], row["g_loss"], row["d_real"], row["d_fake"],
-                row["images_per_s"],
+                row["diversity_min"], row["diversity_mean"], row["images_per_s"],
                 f", weak IC error {row['weak_ic_error']:.1%}" if "weak_ic_error" in row else "",
             )  # fmt: skip
             if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:

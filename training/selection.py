@@ -1,0 +1,79 @@
+"""``ganserve select``: score every checkpoint of a run, raw and EMA weights, and keep the best.
+
+The last epoch of a GAN run is not its best one, and a plain weight average is not always better
+than the live weights, so both are decided by measurement: the lowest Fréchet ratio among the
+candidates whose every class keeps at least ``min_diversity`` of the real images' variety.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ganserve.errors import CheckpointError
+
+from .checkpoint import load_checkpoint, save_atomic
+from .evaluate import RealReference, full_splits, score_generator
+
+log = logging.getLogger(__name__)
+SELECTED_NAME = "selected.pt"
+
+
+def _row(path: Path, score: dict[str, Any]) -> dict[str, Any]:
+    diversity = score["within_class_diversity"]
+    return {
+        "checkpoint": str(path),
+        "epoch": score["epoch"],
+        "weights": score["weights"],
+        "fd_ratio": score["frechet_distance"]["ratio"],
+        "diversity_min": diversity["features"]["min"],
+        "diversity_mean": diversity["features"]["mean"],
+        "pixel_diversity_min": diversity["pixels"]["min"],
+        "class_consistency": score.get("class_consistency"),
+        "smallest_class_share": min(score["class_histogram"].values()),
+    }
+
+
+def select_checkpoint(
+    run_dir: str | Path,
+    classifier: str | Path,
+    samples: int = 5000,
+    min_diversity: float = 0.8,
+) -> dict[str, Any]:
+    """Score ``run_dir/checkpoints/epoch_*.pt``; write ``selection.json`` and
+    ``checkpoints/selected.pt`` (the winner, marked with the weights to serve)."""
+    run_dir = Path(run_dir)
+    paths = sorted((run_dir / "checkpoints").glob("epoch_*.pt"))
+    if not paths:
+        raise CheckpointError(f"{run_dir}/checkpoints: no epoch_*.pt checkpoints to select from")
+    first = load_checkpoint(paths[0])
+    reference = RealReference(full_splits(first), load_checkpoint(classifier).classifier(), samples)
+    rows = []
+    for path in paths:
+        ckpt = load_checkpoint(path)
+        for weights in ("raw", "ema") if ckpt.raw.get("ema") else ("raw",):
+            score = score_generator(ckpt, reference, weights)
+            rows.append(_row(path, score))
+            log.info(
+                "%s %s: Fréchet ratio %.1f, diversity min %.2f, consistency %s",
+                path.name, weights, rows[-1]["fd_ratio"], rows[-1]["diversity_min"],
+                rows[-1]["class_consistency"],
+            )  # fmt: skip
+    eligible = [r for r in rows if r["diversity_min"] >= min_diversity]
+    best = min(eligible or rows, key=lambda r: r["fd_ratio"])
+    selection = {
+        "rule": f"lowest Fréchet ratio among candidates with every class's feature diversity "
+        f">= {min_diversity}" + ("" if eligible else " (none qualified: lowest ratio overall)"),
+        "samples": samples,
+        "classifier": str(classifier),
+        "real_vs_real_floor": reference.floor,
+        "selected": best,
+        "candidates": rows,
+    }
+    chosen = load_checkpoint(best["checkpoint"]).raw
+    chosen["serve_weights"] = best["weights"]
+    save_atomic(chosen, run_dir / "checkpoints" / SELECTED_NAME)
+    (run_dir / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
+    return selection
