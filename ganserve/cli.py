@@ -79,8 +79,16 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("checkpoint")
     parser.add_argument("--classifier", help="classifier checkpoint (needed for FD / consistency)")
-    parser.add_argument("--ic", choices=("weak", "strong"), default="strong", help="IC strength")
+    parser.add_argument(
+        "--ic", choices=("weak", "strong", "none"), default="strong", help="IC strength"
+    )
     parser.add_argument("--samples", type=int, default=10000, help="generated images to score")
+    parser.add_argument(
+        "--weights",
+        choices=("auto", "raw", "ema"),
+        default="auto",
+        help="generator weights (auto: what `ganserve select` chose, else EMA when kept)",
+    )
     parser.add_argument("--out", help="JSON path (default: CHECKPOINT with .eval.json)")
     parser.set_defaults(handler=_run_evaluate)
 
@@ -88,8 +96,35 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
 def _run_evaluate(args: argparse.Namespace) -> int:
     from ganserve.training.evaluate import evaluate
 
-    result = evaluate(args.checkpoint, args.classifier, args.ic, args.samples, args.out)
+    result = evaluate(
+        args.checkpoint, args.classifier, args.ic, args.samples, args.out, args.weights
+    )
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _select_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "select",
+        help="pick a run's best checkpoint (raw or EMA weights) by measurement",
+        description="Score every checkpoint of a GAN run, raw and EMA weights, and keep the lowest "
+        "Fréchet ratio among those whose every class keeps --min-diversity of real variety: "
+        "writes RUN/selection.json and RUN/checkpoints/selected.pt.",
+    )
+    parser.add_argument("run", help="run directory (the --out of `ganserve train`)")
+    parser.add_argument("--classifier", required=True, help="classifier checkpoint (the judge)")
+    parser.add_argument("--samples", type=int, default=5000, help="generated images per candidate")
+    parser.add_argument(
+        "--min-diversity", type=float, default=0.8, help="within-class diversity every class needs"
+    )
+    parser.set_defaults(handler=_run_select)
+
+
+def _run_select(args: argparse.Namespace) -> int:
+    from ganserve.training.selection import select_checkpoint
+
+    selection = select_checkpoint(args.run, args.classifier, args.samples, args.min_diversity)
+    print(json.dumps(selection["selected"], indent=2))
     return 0
 
 
@@ -364,6 +399,7 @@ def _run_loadtest(args: argparse.Namespace) -> int:
 PARSERS: list[Callable[[argparse._SubParsersAction], None]] = [
     _train_parser,
     _evaluate_parser,
+    _select_parser,
     _export_parser,
     _triton_parser,
     _serve_parser,
