@@ -96,7 +96,8 @@ def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys)
     classifier = train(tmp_path / "cls", idx_dir, "--family", "classifier", "--epochs", "3")
     assert load_checkpoint(classifier).metrics["test_accuracy"] > 0.5  # the bars are easy to learn
     gan = train(tmp_path / "gan", idx_dir, "--family", "dcgan", "--conditional", "true", "--latent-dim", "3",
-                "--weak-ic-every", "0")  # fmt: skip
+                "--weak-ic-every", "0", "--epochs", "2", "--checkpoint-every", "1",
+                "--ema-decay", "0.9")  # fmt: skip
     out = tmp_path / "metrics.json"
     assert (
         main(
@@ -117,7 +118,28 @@ def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys)
     assert 0.0 <= report["independent_classifier"]["error"] <= 0.5
     fd = report["frechet_distance"]
     assert fd["generated_vs_test"] > fd["real_train_vs_test"] >= 0  # one epoch is far from real
+    assert fd["ratio"] == pytest.approx(fd["generated_vs_test"] / fd["real_train_vs_test"])
     assert 0.0 <= report["class_consistency"] <= 1.0
+    diversity = report["within_class_diversity"]
+    assert diversity["classes_from"] == "requested labels"
+    for space in ("features", "pixels"):
+        per_class = diversity[space]["per_class"]
+        assert len(per_class) == 10 and diversity[space]["min"] == min(per_class.values()) > 0
+
+    # Selection scores both epochs with raw and EMA weights and keeps the best one.
+    assert main(["select", str(tmp_path / "gan"), "--classifier", str(classifier),
+                 "--samples", "64", "--min-diversity", "0"]) == 0  # fmt: skip
+    selection = json.loads((tmp_path / "gan" / "selection.json").read_text())
+    assert {(r["epoch"], r["weights"]) for r in selection["candidates"]} == {
+        (1, "raw"),
+        (1, "ema"),
+        (2, "raw"),
+        (2, "ema"),
+    }
+    best = selection["selected"]
+    assert best["fd_ratio"] == min(r["fd_ratio"] for r in selection["candidates"])
+    selected = load_checkpoint(tmp_path / "gan" / "checkpoints" / "selected.pt")
+    assert (selected.epoch, selected.serve_weights) == (best["epoch"], best["weights"])
     assert sum(report["class_histogram"].values()) == pytest.approx(1.0)
 
 
