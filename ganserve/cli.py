@@ -270,16 +270,32 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _batch_parser(sub: argparse._SubParsersAction) -> None:
+    from ganserve.batch.errors import EXIT_CODES
+    from ganserve.batch.settings import BatchSettings
+
     parser = sub.add_parser(
         "batch",
-        help="generate large image sets through the service (resumable)",
-        description="Generate PNG files (or NPZ shards) plus a JSONL manifest through a running service. "
-        "Killing the job and running the same command again completes it with no missing, duplicate "
-        "or corrupt file.",
+        help="generate large image sets through the service (resumable, shardable)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Generate PNG files (or NPZ files) plus a JSONL manifest through a running\n"
+        "service. Killing the job and running the same command again completes it with no\n"
+        "missing, duplicate or corrupt file. With --shard-index/--shard-count (or in a Kubernetes\n"
+        "Indexed Job) each machine makes its share in its own subfolder, and\n"
+        "`ganserve batch merge --out DIR` checks and joins them.",
+        epilog="exit codes:\n"
+        + "\n".join(f"  {code:>3}  {text}" for code, text in EXIT_CODES.items()),
+    )
+    parser.add_argument(
+        "action",
+        nargs="?",
+        choices=("run", "merge"),
+        default="run",
+        help="run (default): make this shard's images; merge: check the shards in --out and join "
+        "their manifests into --out/manifest.jsonl",
     )
     parser.add_argument(
         "--job",
-        help="YAML/JSON job spec (items of model, seeds, classes); overrides the flags below",
+        help="YAML/JSON job spec (items of model, seeds, classes); its settings override the flags",
     )
     parser.add_argument("--model", help="model to generate from")
     parser.add_argument("--seeds", default="0-99", help="seed ranges, e.g. 0-99999 or 0-9,100-109")
@@ -288,52 +304,48 @@ def _batch_parser(sub: argparse._SubParsersAction) -> None:
         default="",
         help="conditional models: class ranges, e.g. 0-9 (each seed in each)",
     )
-    parser.add_argument("--out", default="batch-out", help="output folder")
-    parser.add_argument(
-        "--format", choices=("png", "npz"), default="png", help="PNG files or NPZ shards"
-    )
-    parser.add_argument("--shard-size", type=int, default=1000, help="images per NPZ shard")
-    parser.add_argument(
-        "--request-size", type=int, default=64, help="images per Generate call (png)"
-    )
-    parser.add_argument("--concurrency", type=int, default=8, help="calls in flight")
-    parser.add_argument("--retries", type=int, default=5, help="job-level retries of a failed call")
-    parser.add_argument("--address", default="localhost:50051", help="service address")
-    parser.add_argument("--timeout-s", type=float, default=60.0, help="deadline per call")
-    parser.add_argument("--token", default=None, help="bearer token (or GANSERVE_TOKEN)")
-    parser.add_argument("--progress", type=int, default=1, help="show a progress bar (0/1)")
+    add_dataclass_arguments(parser, BatchSettings)
     parser.set_defaults(handler=_run_batch)
 
 
 def _run_batch(args: argparse.Namespace) -> int:
-    import os
+    import signal
     from pathlib import Path
 
-    from ganserve.batch import BatchJob, JobItem, JobSpec, load_job, parse_classes
+    from ganserve.batch import (
+        BatchJob,
+        BatchSettings,
+        JobItem,
+        JobSpec,
+        load_job,
+        merge,
+        parse_classes,
+    )
     from ganserve.client import Client
     from ganserve.latents import parse_seed_ranges
 
-    settings = {
-        "image_format": args.format,
-        "request_size": args.request_size,
-        "shard_size": args.shard_size,
-        "concurrency": args.concurrency,
-        "retries": args.retries,
-    }
+    if args.action == "merge":
+        print(json.dumps(merge(Path(dataclass_from_args(BatchSettings, args).out)), indent=2))
+        return 0
     if args.job:
-        spec = load_job(Path(args.job), out=args.out, **settings)
+        items, overrides = load_job(Path(args.job))
+    elif args.model:
+        seeds = tuple(parse_seed_ranges(args.seeds))
+        items, overrides = [JobItem(args.model, seeds, parse_classes(args.classes))], {}
     else:
-        if not args.model:
-            raise UsageError("give --model (and --seeds) or --job")
-        item = JobItem(
-            args.model, tuple(parse_seed_ranges(args.seeds)), parse_classes(args.classes)
-        )
-        spec = JobSpec(items=[item], out=Path(args.out), **settings)
-    token = args.token or os.environ.get("GANSERVE_TOKEN")
-    with Client(args.address, timeout_s=args.timeout_s, token=token) as client:
-        report = BatchJob(spec, client, progress=bool(args.progress)).run()
+        raise UsageError("give --model (and --seeds) or --job")
+    settings = dataclass_from_args(BatchSettings, args, **overrides)
+    with Client(
+        settings.address, timeout_s=settings.timeout_s, token=settings.token or None
+    ) as client:
+        job = BatchJob(JobSpec(items, settings), client)
+        # Kubernetes stops a pod with SIGTERM: finish the calls in flight, record them, then exit.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        report = job.run()
     print(json.dumps(report.as_dict(), indent=2))
-    return 0 if report.failed == 0 else 1
+    if report.error is not None:
+        print(f"ganserve batch: error: {report.error}", file=sys.stderr)
+    return report.exit_code
 
 
 def _loadtest_parser(sub: argparse._SubParsersAction) -> None:
@@ -429,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     except GanserveError as exc:
         # Data and checkpoint problems are the user's to fix: one clear line, no traceback.
         print(f"ganserve {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
 
 
 if __name__ == "__main__":

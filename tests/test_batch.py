@@ -1,41 +1,19 @@
 """`ganserve batch` against the real service: complete, resumable after SIGKILL, lossless."""
 
-import hashlib
-import io
 import json
 import os
 import signal
 import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from ganserve.batch import MANIFEST, BatchJob, JobItem, JobSpec, Manifest
+from ganserve.batch import MANIFEST, BatchJob, BatchSettings, JobItem, JobSpec, Manifest
 from ganserve.cli import main
-from ganserve.client import UnavailableError
+from ganserve.client import DeadlineExceededError
 from ganserve.latents import latent_from_seed
-
-
-def manifest_entries(out):
-    return [json.loads(line) for line in (out / MANIFEST).read_text().splitlines()]
-
-
-def check_lossless(out, expected_files: int):
-    entries = manifest_entries(out)
-    files = [e["file"] for e in entries]
-    assert len(files) == len(set(files)) == expected_files  # nothing missing, nothing twice
-    for entry in entries:
-        data = (out / entry["file"]).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["file"]  # nothing corrupt
-    assert not list(out.rglob(".*.tmp-*"))
-    on_disk = {str(p.relative_to(out)) for p in out.rglob("*.png")} | {
-        str(p.relative_to(out)) for p in out.rglob("*.npz")
-    }
-    assert on_disk == set(files)
-    return entries
+from tests.batch_checks import FakeClient, batch_command, check_lossless, wait_for_lines
 
 
 def test_png_job_writes_files_and_manifest_and_a_rerun_skips_everything(service, tmp_path, capsys):
@@ -72,15 +50,10 @@ def test_npz_shards_and_a_job_spec_mixing_models(service, tmp_path, capsys):
 
 def test_sigkill_then_the_same_command_completes_losslessly(service, tmp_path):
     out = tmp_path / "killed"
-    command = [sys.executable, "-m", "ganserve.cli", "batch", "--address", service.address, "--model", "gen2d",
-               "--seeds", "0-2999", "--out", str(out), "--concurrency", "2", "--request-size", "4", "--progress", "0"]  # fmt: skip
+    command = batch_command(service.address, out, "--model", "gen2d", "--seeds", "0-2999",
+                            "--concurrency", "2", "--request-size", "4")  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        path = out / MANIFEST
-        if path.exists() and path.read_bytes().count(b"\n") >= 200:
-            break
-        time.sleep(0.05)
+    wait_for_lines(out / MANIFEST, 200)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     partial = (out / MANIFEST).read_bytes().count(b"\n")
@@ -88,67 +61,50 @@ def test_sigkill_then_the_same_command_completes_losslessly(service, tmp_path):
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr
     report = json.loads(finished.stdout)
-    assert report["skipped"] >= partial - 0 and report["generated"] + report["skipped"] == 3000
+    assert report["skipped"] >= partial and report["generated"] + report["skipped"] == 3000
     check_lossless(out, 3000)
 
 
 def test_a_torn_manifest_line_is_cut_and_its_unit_redone(tmp_path):
     path = tmp_path / MANIFEST
+    (tmp_path / "a.png").write_bytes(b"a")
+    (tmp_path / "b.png").write_bytes(b"b")
     path.write_bytes(b'{"file": "a.png"}\n{"file": "b.p')
     manifest = Manifest(path)
-    assert manifest.done == {"a.png"}
+    assert set(manifest.entries) == {"a.png"} and manifest.repaired == {"torn": 1}
     manifest.append([{"file": "b.png"}])
     manifest.close()
     assert [json.loads(x)["file"] for x in path.read_text().splitlines()] == ["a.png", "b.png"]
 
 
-class FlakyClient:
+class Flaky:
     """Fails the first calls the way an overloaded or restarting service does."""
 
     def __init__(self, failures: int):
-        self.failures, self.calls = failures, 0
+        self.failures = failures
 
-    def generate(self, model, seeds, labels=None):
-        self.calls += 1
-        if self.calls <= self.failures:
-            raise UnavailableError("UNAVAILABLE: restarting")
-        from ganserve.client import GeneratedImage
-
-        buffer = io.BytesIO()
-        Image.new("L", (4, 4)).save(buffer, format="PNG")
-        return [
-            GeneratedImage(latent=np.zeros(2, np.float32), seed=s, png=buffer.getvalue())
-            for s in seeds
-        ]
+    def __call__(self, seeds):
+        self.failures -= 1
+        return DeadlineExceededError("DEADLINE_EXCEEDED: busy") if self.failures >= 0 else None
 
 
-def test_transient_errors_are_retried_and_permanent_ones_counted(tmp_path):
-    spec = JobSpec(
-        items=[JobItem("m", tuple(range(6)))],
-        out=tmp_path / "flaky",
-        request_size=3,
-        concurrency=1,
-        retries=3,
-    )
-    report = BatchJob(spec, FlakyClient(failures=2), progress=False).run()
-    assert (report.generated, report.failed) == (6, 0)
+def spec(out, seeds=6, **settings) -> JobSpec:
+    settings = {"request_size": 3, "concurrency": 1, "progress": False, **settings}
+    return JobSpec([JobItem("m", tuple(range(seeds)))], BatchSettings(out=str(out), **settings))
+
+
+def test_transient_errors_are_retried(tmp_path):
+    report = BatchJob(spec(tmp_path / "flaky", retries=3), FakeClient(Flaky(failures=2))).run()
+    assert (report.generated, report.failed, report.exit_code) == (6, 0, 0)
     check_lossless(tmp_path / "flaky", 6)
-    spec = JobSpec(
-        items=[JobItem("m", tuple(range(6)))],
-        out=tmp_path / "broken",
-        request_size=3,
-        concurrency=1,
-        retries=1,
-    )
-    report = BatchJob(spec, FlakyClient(failures=100), progress=False).run()
-    assert (report.generated, report.failed) == (0, 6) and "restarting" in report.failures[0]
 
 
-def test_unknown_model_fails_the_job_with_a_report(service, tmp_path, capsys):
+def test_unknown_model_is_refused_up_front_with_nothing_written(service, tmp_path, capsys):
     code = main(["batch", "--address", service.address, "--model", "nope", "--seeds", "0-3", "--out", str(tmp_path),
                  "--progress", "0"])  # fmt: skip
     report = json.loads(capsys.readouterr().out)
-    assert code == 1 and report["failed"] == 4 and "not served" in report["failures"][0]
+    assert code == 2 and report["generated"] == 0 and "not served" in report["stopped"]
+    assert not list(tmp_path.rglob("*.png"))
 
 
 @pytest.mark.parametrize("flags", [["--seeds", "0-3"], ["--model", "x", "--seeds", "9-1"]])
