@@ -13,7 +13,13 @@ from ganserve.batch import MANIFEST, BatchJob, BatchSettings, JobItem, JobSpec, 
 from ganserve.cli import main
 from ganserve.client import DeadlineExceededError
 from ganserve.latents import latent_from_seed
-from tests.batch_checks import FakeClient, batch_command, check_lossless, wait_for_lines
+from tests.batch_checks import (
+    FakeClient,
+    batch_command,
+    check_consistent,
+    check_lossless,
+    wait_for_lines,
+)
 
 
 def test_png_job_writes_files_and_manifest_and_a_rerun_skips_everything(service, tmp_path, capsys):
@@ -63,6 +69,21 @@ def test_sigkill_then_the_same_command_completes_losslessly(service, tmp_path):
     report = json.loads(finished.stdout)
     assert report["skipped"] >= partial and report["generated"] + report["skipped"] == 3000
     check_lossless(out, 3000)
+
+
+def test_sigterm_finishes_the_calls_in_flight_and_exits_130_with_a_consistent_folder(
+    service, tmp_path
+):
+    out = tmp_path / "stopped"
+    command = batch_command(service.address, out, "--model", "gen2d", "--seeds", "0-1999",
+                            "--concurrency", "2", "--request-size", "4")  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_lines(out / MANIFEST, 100)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130 and "interrupted" in stderr, stderr
+    report = json.loads(stdout)
+    assert report["left"] > 0 and report["generated"] == len(check_consistent(out))
 
 
 def test_a_torn_manifest_line_is_cut_and_its_unit_redone(tmp_path):

@@ -67,7 +67,8 @@ def test_torn_fused_duplicate_and_garbage_lines_anywhere_are_repaired_and_redone
     client = FakeClient()
     report = run(out, client)
     assert report.manifest_repaired == {"torn": 4, "duplicate": 1}
-    assert sorted(s for call in client.calls for s in call) == [1, 2, 3, 4, 11]  # only the lost
+    lost = sorted(json.loads(lines[k])["seed"] for k in (1, 2, 3, 4, 11))
+    assert sorted(s for call in client.calls for s in call) == lost  # only the lost are redone
     assert report.exit_code == 0 and report.generated == 5 and report.skipped == 7
     check_lossless(out, 12)
     assert (out / MANIFEST).read_bytes().count(b"\n") == 12
@@ -243,7 +244,7 @@ def test_a_vanished_server_is_given_up_on_in_bounded_time_then_the_job_completes
     address = f"127.0.0.1:{free_port()}"
     running = RunningService(serve_config(tiny_repo, address=address))
     out = tmp_path / "job"
-    command = batch_command(address, out, "--model", "gen2d", "--seeds", "0-2999", "--concurrency", "2",
+    command = batch_command(address, out, "--model", "gen2d", "--seeds", "0-1199", "--concurrency", "2",
                             "--request-size", "4", "--give-up-after-s", "2")  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -255,7 +256,8 @@ def test_a_vanished_server_is_given_up_on_in_bounded_time_then_the_job_completes
     gave_up_after = time.monotonic() - gone
     assert process.returncode == 5 and "--give-up-after-s" in stderr, stderr
     assert gave_up_after < 2 + 6
-    assert json.loads(stdout)["left"] > 0
+    stopped = json.loads(stdout)
+    assert stopped["left"] > 0 and stopped["failed"] == 0  # an outage marks no call failed
     check_consistent(out)
     running = RunningService(serve_config(tiny_repo, address=address))
     try:
@@ -263,12 +265,13 @@ def test_a_vanished_server_is_given_up_on_in_bounded_time_then_the_job_completes
     finally:
         running.stop()
     assert finished.returncode == 0, finished.stderr
-    check_lossless(out, 3000)
+    check_lossless(out, 1200)
 
 
 def test_a_server_that_never_answers_is_given_up_on_whatever_the_job_size(tmp_path):
     command = batch_command(f"127.0.0.1:{free_port()}", tmp_path / "job", "--model", "gen2d",
                             "--seeds", "0-29999", "--give-up-after-s", "2")  # fmt: skip
-    started = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 5 and time.monotonic() - started < 2 + 8, result.stderr
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 5, result.stderr
+    report = json.loads(result.stdout)
+    assert report["left"] == 30000 and report["seconds"] < 2 + 4  # not 30,000 seeds' retries

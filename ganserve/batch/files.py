@@ -65,6 +65,21 @@ def remove_files(folder: Path, names: Iterable[str]) -> None:
             (folder / name).unlink(missing_ok=True)
 
 
+def remove_present(folder: Path, names: Iterable[str]) -> None:
+    """Remove whichever of ``names`` exist: one directory listing per folder instead of one
+    failing ``unlink`` per name, since after an early stop most of a large job was never written."""
+    by_parent: dict[str, set[str]] = {}
+    for name in names:
+        parent, _, base = name.rpartition("/")
+        by_parent.setdefault(parent, set()).add(base)
+    for parent, bases in by_parent.items():
+        try:
+            present = [e.name for e in os.scandir(folder / parent) if e.name in bases]
+        except OSError:
+            continue
+        remove_files(folder, (f"{parent}/{base}" if parent else base for base in present))
+
+
 def remove_partial(folder: Path) -> None:
     """Temp files of a run that was killed mid-write."""
     shutil.rmtree(folder / PARTIAL, ignore_errors=True)

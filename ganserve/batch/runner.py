@@ -19,7 +19,14 @@ from tqdm import tqdm
 from ganserve.client import Client, GanserveClientError
 
 from .errors import EXIT_DONE, EXIT_INCOMPLETE, BatchError, Interrupted, StorageError
-from .files import PARTIAL, remove_files, remove_partial, write_atomic, write_files
+from .files import (
+    PARTIAL,
+    remove_files,
+    remove_partial,
+    remove_present,
+    write_atomic,
+    write_files,
+)
 from .formats import ENCODERS, identity
 from .lock import FolderLock
 from .manifest import MANIFEST, Manifest
@@ -101,7 +108,7 @@ class BatchJob:
                 self._make(todo, manifest, report)
             finally:
                 left = [u for u in todo if u.file not in manifest]
-                remove_files(self.folder, (u.file for u in left))  # written, never recorded
+                remove_present(self.folder, (u.file for u in left))  # written, never recorded
                 remove_partial(self.folder)
                 manifest.close()
         report.left = images(left)
@@ -196,7 +203,8 @@ class BatchJob:
                 if permanent is not None:
                     raise permanent from None
                 outage.failed(exc)
-                if not unreachable(exc):  # the server answered: this call's own retries count
+                outage.check()  # a deadline cut short by the give-up clock ends here, uncounted
+                if not unreachable(exc):  # the server answered: the call's own retries count
                     counted += 1
                     if counted > self.settings.retries:
                         raise UnitFailed(f"{what}: {exc}") from None
