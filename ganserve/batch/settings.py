@@ -71,18 +71,32 @@ class BatchSettings:
         """Refuse impossible settings up front, naming the flag and what it allows."""
         if self.format not in FORMATS:
             raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        for name, low in (
-            ("concurrency", 1),
-            ("request_size", 1),
-            ("shard_size", 1),
-            ("retries", 0),
-        ):
+        for name, allowed in LIMITS.items():
             value = getattr(self, name)
-            if value < low:
+            if not allowed(value):
                 flag = "--" + name.replace("_", "-")
-                raise UsageError(f"{flag} must be at least {low}, got {value}")
-        for name in ("give_up_after_s", "timeout_s"):
-            if not getattr(self, name) > 0:
-                flag = "--" + name.replace("_", "-")
-                raise UsageError(f"{flag} must be more than 0, got {getattr(self, name)}")
+                raise UsageError(f"{flag} must be {allowed.__doc__}, got {value}")
         self.shard()
+
+
+def _at_least(low: float):
+    def allowed(value: float) -> bool:
+        return value >= low
+
+    allowed.__doc__ = f"at least {low}"
+    return allowed
+
+
+def _positive(value: float) -> bool:
+    """more than 0"""
+    return value > 0
+
+
+LIMITS = {
+    "concurrency": _at_least(1),
+    "request_size": _at_least(1),
+    "shard_size": _at_least(1),
+    "retries": _at_least(0),
+    "give_up_after_s": _positive,
+    "timeout_s": _positive,
+}
