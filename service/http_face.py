@@ -173,57 +173,60 @@ def _timeout(deadline: float | None):
     return asyncio.timeout(None if deadline is None else deadline - time.monotonic())
 
 
-def _unary_handler(route: Route, rpc: Callable) -> Handler:
+def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
+    """How a call ended: the gate's status, or one for what the gate did not see (the deadline)."""
+    return (exc.code, exc.message) if isinstance(exc, CallAborted) else status_for(exc)
+
+
+async def _answer(rpc: Callable, message: Message, call: HttpCall, deadline: float | None):
+    try:
+        async with _timeout(deadline):
+            response = await rpc(message, call)
+    except Exception as exc:  # noqa: BLE001 - every error becomes a status
+        return error_response(*_status_of(exc))
+    return web.Response(text=to_json(response), content_type=JSON)
+
+
+async def _stream(
+    rpc: Callable, message: Message, call: HttpCall, deadline: float | None, request: web.Request
+):
+    items = rpc(message, call)
+    response: web.StreamResponse | None = None
+    try:
+        async with _timeout(deadline):
+            async for item in items:
+                if response is None:  # errors before the first item keep their HTTP status
+                    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+                    await response.prepare(request)
+                await response.write(f'{{"result":{to_json(item)}}}\n'.encode())
+    except ConnectionError:  # the client went away: the gate counts the call CANCELLED
+        return response or web.Response(status=HTTP_STATUS["CANCELLED"])
+    except Exception as exc:  # noqa: BLE001 - every error becomes a status line
+        if response is None:
+            return error_response(*_status_of(exc))
+        await response.write(f'{{"error":{status_json(*_status_of(exc))}}}\n'.encode())
+    finally:
+        await items.aclose()
+    if response is None:  # a stream with no item at all
+        response = web.StreamResponse(headers={"Content-Type": NDJSON})
+        await response.prepare(request)
+    await response.write_eof()
+    return response
+
+
+def _handler(route: Route, rpc: Callable) -> Handler:
+    """Request message and deadline from the HTTP request, then the gated RPC, unary or stream."""
+
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             deadline = _deadline(request)
             message = await request_message(route, request)
         except (json_format.ParseError, ValueError) as exc:
             return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        try:
-            async with _timeout(deadline):
-                response = await rpc(message, HttpCall(request, deadline))
-        except CallAborted as exc:
-            return error_response(exc.code, exc.message)
-        except Exception as exc:  # noqa: BLE001 - the deadline, or anything the gate did not see: a status
-            return error_response(*status_for(exc))
-        return web.Response(text=to_json(response), content_type=JSON)
-
-    return handle
-
-
-def _streaming_handler(route: Route, rpc: Callable) -> Handler:
-    async def handle(request: web.Request) -> web.StreamResponse:
-        try:
-            deadline = _deadline(request)
-            message = await request_message(route, request)
-        except (json_format.ParseError, ValueError) as exc:
-            return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        items = rpc(message, HttpCall(request, deadline))
-        response: web.StreamResponse | None = None
-        try:
-            async with _timeout(deadline):
-                async for item in items:
-                    if response is None:  # errors before the first item keep their HTTP status
-                        response = web.StreamResponse(headers={"Content-Type": NDJSON})
-                        await response.prepare(request)
-                    await response.write(f'{{"result":{to_json(item)}}}\n'.encode())
-        except ConnectionError:  # the client went away: the gate counts the call CANCELLED
-            return response or web.Response(status=HTTP_STATUS["CANCELLED"])
-        except Exception as exc:  # noqa: BLE001 - every error becomes a status line
-            code, text = (
-                (exc.code, exc.message) if isinstance(exc, CallAborted) else status_for(exc)
-            )
-            if response is None:
-                return error_response(code, text)
-            await response.write(f'{{"error":{status_json(code, text)}}}\n'.encode())
-        finally:
-            await items.aclose()
-        if response is None:  # a stream with no item at all
-            response = web.StreamResponse(headers={"Content-Type": NDJSON})
-            await response.prepare(request)
-        await response.write_eof()
-        return response
+        call = HttpCall(request, deadline)
+        if route.server_streaming:
+            return await _stream(rpc, message, call, deadline, request)
+        return await _answer(rpc, message, call, deadline)
 
     return handle
 
@@ -264,9 +267,8 @@ def build_app(servicer: GenerationServicer, config: ServeConfig) -> web.Applicat
         client_max_size=config.max_message_bytes * JSON_OVERHEAD, middlewares=middlewares
     )
     for route in table:
-        rpc = getattr(servicer, route.rpc)
-        make = _streaming_handler if route.server_streaming else _unary_handler
-        app.router.add_route(route.verb, route.path, make(route, rpc), name=route.rpc)
+        handler = _handler(route, getattr(servicer, route.rpc))
+        app.router.add_route(route.verb, route.path, handler, name=route.rpc)
     app.router.add_get("/", _explorer_page)
     app.router.add_static("/explorer/", EXPLORER)
     return app
