@@ -390,3 +390,23 @@ def test_server_side_errors_are_shown_on_the_page(page, running, explorer_repo):
     drag(page, slider(page, 0), 0.8, steps=3)
     page.wait_for_selector("#errors:not([hidden])", timeout=WAIT_MS)
     assert "image: UNAVAILABLE: cannot reach the server" in page.inner_text("#errors")
+
+
+def test_a_token_protected_server_asks_for_the_token(page, explorer_repo, monkeypatch):
+    monkeypatch.setenv("TEST_EXPLORER_TOKEN", "s3cret")
+    guarded = RunningService(serve_config(explorer_repo, auth_token_env="TEST_EXPLORER_TOKEN"))
+    try:
+        page.goto(url(guarded, "?model=gen2d&cells=16"))  # the page itself is open
+        page.wait_for_selector("#errors:not([hidden])", timeout=WAIT_MS)
+        assert "models: UNAUTHENTICATED: missing or wrong bearer token" in page.inner_text(
+            "#errors"
+        )
+        assert page.is_visible("#token-box")
+        page.fill("#token", "s3cret")
+        page.press("#token", "Enter")
+        page.wait_for_function(
+            "window.explorer.stats.layerUpdates > 0 && window.explorer.idle()", timeout=WAIT_MS
+        )
+        assert page.is_hidden("#errors") and page.locator("#model option").count() >= 2
+    finally:
+        guarded.stop()
