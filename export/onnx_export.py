@@ -15,7 +15,14 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from ganserve.description import METADATA_KEY, ModelDescription, ModelKind
+from ganserve.description import (
+    CLASS_WEIGHTS_INPUT,
+    LABEL_INPUT,
+    METADATA_KEY,
+    ModelDescription,
+    ModelKind,
+    scale_input,
+)
 from ganserve.errors import GanserveError
 from ganserve.latents import latents_from_seeds
 from ganserve.settings import to_plain
@@ -35,15 +42,44 @@ class ExportError(GanserveError):
 
 
 class _ExportedGenerator(nn.Module):
-    """(z[, label]) → (image, *hidden activations): one graph serves Generate and LayerActivations."""
+    """(z[, class_weights], *channel scales) → (image, *hidden activations).
+
+    One graph serves plain Generate, LayerActivations and steered requests: class weights go
+    through the generator's label code (a one-hot row is one class, other rows blend classes), and
+    each hidden layer's output is multiplied per image and channel by its ``scale_<layer>`` input
+    before the next layer sees it (and before it is reported). Ones are exact in float32
+    (x * 1.0 == x), so an unedited request gives the image of the unedited network, bit for bit.
+    """
 
     def __init__(self, generator: nn.Module):
         super().__init__()
         self.generator = generator
+        self.edited = generator.layer_names[:-1]  # every hidden layer; not the image itself
 
-    def forward(self, z: torch.Tensor, label: torch.Tensor | None = None):
-        *hidden, image = self.generator.forward_with_activations(z, label)
+    def forward(self, z: torch.Tensor, *rest: torch.Tensor):
+        if self.generator.conditional:
+            x, scales = self.generator._input(z, rest[0]), rest[1:]
+        else:
+            x, scales = z, rest
+        outputs = []
+        for i, block in enumerate(self.generator.body.blocks.values()):
+            x = block(x)
+            if i < len(scales):
+                scale = scales[i]
+                x = x * (scale[:, :, None, None] if x.dim() == 4 else scale)
+            outputs.append(x)
+        *hidden, image = outputs
         return (image, *hidden)
+
+    def channel_counts(self) -> tuple[tuple[str, int], ...]:
+        """(layer, channels) of every edited layer, from one forward pass."""
+        z = torch.zeros(1, self.generator.latent_dim)
+        labels = torch.zeros(1, dtype=torch.int64) if self.generator.conditional else None
+        with torch.no_grad():
+            activations = self.generator.forward_with_activations(z, labels)
+        return tuple(
+            (name, int(a.shape[1])) for name, a in zip(self.edited, activations, strict=False)
+        )
 
 
 class _ExportedClassifier(nn.Module):
@@ -73,10 +109,12 @@ def _describe(
     ckpt: LoadedCheckpoint, name: str, module: nn.Module, metrics: dict
 ) -> ModelDescription:
     model = ckpt.model
+    steering = {}
     if ckpt.kind == "classifier":
         kind = ModelKind.CLASSIFIER
     else:
         kind = ModelKind.CONDITIONAL_GENERATOR if model.conditional else ModelKind.GENERATOR
+        steering = {"editable_layers": module.channel_counts(), "label_input": CLASS_WEIGHTS_INPUT}
     inner = getattr(module, "generator", None) or module.classifier
     return ModelDescription(
         name=name,
@@ -96,6 +134,7 @@ def _describe(
             "train": to_plain(ckpt.train),
             "data": to_plain(ckpt.data),
         },
+        **steering,
     )
 
 
@@ -106,11 +145,12 @@ def output_names(description: ModelDescription) -> list[str]:
 
 
 def example_inputs(
-    description: ModelDescription, batch: int, seed: int = 0
+    description: ModelDescription, batch: int, seed: int = 0, steered: bool = False
 ) -> dict[str, np.ndarray]:
-    """Deterministic inputs for parity checks and warm-up."""
+    """Deterministic inputs for parity checks and warm-up: one class per image and no edits, or
+    (``steered``) random class blends and random channel scales, a quarter of them zero."""
+    rng = np.random.RandomState(seed)
     if description.kind is ModelKind.CLASSIFIER:
-        rng = np.random.RandomState(seed)
         return {
             "image": rng.uniform(-1, 1, size=(batch, *description.image_shape)).astype(np.float32)
         }
@@ -119,8 +159,19 @@ def example_inputs(
             range(seed, seed + batch), description.latent_dim, description.prior
         )
     }
-    if description.conditional:
-        inputs["label"] = (np.arange(batch) % description.num_classes).astype(np.int64)
+    classes = np.arange(batch) % max(description.num_classes, 1)
+    if description.conditional and not description.blendable:
+        inputs[LABEL_INPUT] = classes.astype(np.int64)
+    elif description.conditional:
+        weights = np.eye(description.num_classes, dtype=np.float32)[classes]
+        if steered:
+            weights = rng.dirichlet(np.full(description.num_classes, 0.5), batch)
+        inputs[CLASS_WEIGHTS_INPUT] = weights.astype(np.float32)
+    for layer, channels in description.editable_layers:
+        scale = np.ones((batch, channels), np.float32)
+        if steered:
+            scale = rng.uniform(0.0, 2.0, (batch, channels)) * (rng.rand(batch, channels) > 0.25)
+        inputs[scale_input(layer)] = scale.astype(np.float32)
     return inputs
 
 
@@ -136,10 +187,15 @@ def parity(
     """Worst absolute difference between ONNX Runtime and PyTorch, per batch size."""
     worst = {}
     for batch in PARITY_BATCHES:
-        inputs = example_inputs(description, batch, seed=1000)
-        expected = _torch_outputs(module, inputs)
-        got = session.run(None, inputs)
-        worst[batch] = max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
+        worst[batch] = 0.0
+        for steered in (False, True) if description.editable_layers else (False,):
+            inputs = example_inputs(description, batch, seed=1000, steered=steered)
+            expected = _torch_outputs(module, inputs)
+            got = session.run(None, inputs)
+            worst[batch] = max(
+                worst[batch],
+                *(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True)),
+            )
     return worst
 
 
@@ -178,6 +234,13 @@ def _set_metadata(model: onnx.ModelProto, description: ModelDescription) -> None
     model.producer_name = "ganserve"
 
 
+def _dynamic_batch(module: nn.Module, count: int, batch) -> tuple:
+    """Axis 0 of every input is the batch, in the structure of ``forward``'s signature
+    (the generator's ``(z, *rest)``: z, then a tuple)."""
+    axes = [{0: batch} for _ in range(count)]
+    return (axes[0], tuple(axes[1:])) if isinstance(module, _ExportedGenerator) else tuple(axes)
+
+
 def export_onnx(
     checkpoint: str | Path,
     name: str,
@@ -206,7 +269,7 @@ def export_onnx(
         tuple(torch.from_numpy(v) for v in inputs.values()),
         input_names=list(inputs),
         output_names=output_names(description),
-        dynamic_shapes=tuple({0: batch} for _ in inputs),
+        dynamic_shapes=_dynamic_batch(module, len(inputs), batch),
         opset_version=OPSET,
         dynamo=True,
         optimize=True,

@@ -41,9 +41,10 @@ def test_onnx_models_pass_the_checker_with_opset_17_or_later(exported):
 def test_generator_io_names_and_dynamic_batch(exported):
     session = ort.InferenceSession(str(exported["cgan"].path), providers=["CPUExecutionProvider"])
     inputs = {i.name: i for i in session.get_inputs()}
-    assert list(inputs) == ["z", "label"]
-    assert inputs["z"].type == "tensor(float)" and inputs["label"].type == "tensor(int64)"
+    assert list(inputs) == ["z", "class_weights", "scale_project", "scale_deconv1", "scale_deconv2"]
+    assert all(i.type == "tensor(float)" for i in inputs.values())
     assert isinstance(inputs["z"].shape[0], str) and inputs["z"].shape[1] == 6
+    assert inputs["class_weights"].shape[1] == 10
     outputs = [o.name for o in session.get_outputs()]
     assert outputs == ["image", "project", "deconv1", "deconv2"]
     for batch in (1, 3, 130):
@@ -66,8 +67,9 @@ def test_every_output_matches_pytorch_at_batch_1_and_64(exported, tiny_checkpoin
                 activations = ckpt.classifier().forward_with_activations(
                     torch.from_numpy(feeds["image"])
                 )
-            else:
-                tensors = [torch.from_numpy(v) for v in feeds.values()]
+            else:  # unedited (scales of one): the generator itself, class weights as its labels
+                names = ["z", "class_weights"] if report.description.conditional else ["z"]
+                tensors = [torch.from_numpy(feeds[n]) for n in names]
                 activations = ckpt.generator().forward_with_activations(*tensors)
         expected = dict(zip(report.description.layer_names, activations, strict=True))
         got = dict(

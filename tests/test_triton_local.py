@@ -37,7 +37,10 @@ def test_triton_serves_every_model_with_metadata(local_triton):
     for name in ("cgan", "gen2d", "classifier", "gen2d__classifier"):
         assert client.is_model_ready(name), name
     metadata = client.get_model_metadata("cgan")
-    assert [i.name for i in metadata.inputs] == ["z", "label"]
+    assert [i.name for i in metadata.inputs] == description_from_config(
+        client.get_model_config("cgan").config
+    ).input_names
+    assert [i.name for i in metadata.inputs][:2] == ["z", "class_weights"]
     assert [o.name for o in metadata.outputs] == ["image", "project", "deconv1", "deconv2"]
     config = client.get_model_config("cgan").config
     description = description_from_config(config)
