@@ -57,6 +57,23 @@ def latents_from_seeds(
     return np.stack(rows)
 
 
+def truncate(latents: np.ndarray, psi: float) -> np.ndarray:
+    """The truncation trick: latents pulled toward the prior's centre, ``z' = psi · z``.
+
+    Both priors are centred at 0 (the mean of uniform [-1, 1]^d and of the standard normal), so the
+    BigGAN/StyleGAN form ``centre + psi · (z - centre)`` is a plain scaling. For the uniform prior
+    it maps the cube onto the smaller cube [-psi, psi]^d: every truncated latent stays inside the
+    support the generator was trained on, and psi = 1 is the identity, bit for bit. Scaling rather
+    than BigGAN's resampling keeps a seed's latent continuous in psi (a psi sweep of one seed
+    morphs one image toward the typical one) and needs no rejection loop.
+    """
+    if not 0.0 < psi <= 1.0:
+        raise ValueError(f"psi must be in (0, 1], got {psi}")
+    if psi == 1.0:
+        return latents
+    return (np.float32(psi) * latents).astype(np.float32)
+
+
 def parse_seed_ranges(text: str) -> list[int]:
     """``"0-3,7,10-11"`` → ``[0, 1, 2, 3, 7, 10, 11]`` (ranges are inclusive, as in stylegan3)."""
     seeds: list[int] = []

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ganserve.description import ModelDescription
-from ganserve.latents import MAX_SEED, latents_from_seeds, path_through
+from ganserve.latents import MAX_SEED, latents_from_seeds, path_through, truncate
 from ganserve.v1 import generation_pb2 as pb
 
-from . import imaging
+from . import imaging, steering
 from . import validation as check
 from .backends.base import Backend
 from .config import ServeConfig
@@ -56,6 +56,11 @@ def model_info(description: ModelDescription, backend: str) -> pb.ModelInfo:
         parameters=description.parameters,
         metrics_json=json.dumps(description.metrics, sort_keys=True),
         backend=backend,
+        editable_layers=[
+            pb.EditableLayer(layer=layer, channels=channels)
+            for layer, channels in description.editable_layers
+        ],
+        class_blending=description.blendable,
     )
 
 
@@ -63,7 +68,7 @@ def _image_bytes_per_item(model: ModelDescription, image_format: int) -> int:
     channels, height, width = model.image_shape
     pixels = channels * height * width
     per_pixel = 4 if image_format == pb.RAW_FLOAT32 else 1  # PNG is at most about the raw size
-    return pixels * per_pixel + 4 * model.latent_dim + 64
+    return pixels * per_pixel + 4 * (model.latent_dim + model.num_classes) + 64
 
 
 def _images(model: ModelDescription, images: np.ndarray, image_format: int) -> list[dict]:
@@ -82,13 +87,6 @@ async def _encoded(model: ModelDescription, images: np.ndarray, image_format: in
     if len(images) < OFFLOAD_IMAGES:
         return _images(model, images, image_format)
     return await asyncio.to_thread(_images, model, images, image_format)
-
-
-def _feeds(latents: np.ndarray, labels: np.ndarray | None) -> dict[str, np.ndarray]:
-    feeds = {"z": np.ascontiguousarray(latents, dtype=np.float32)}
-    if labels is not None:
-        feeds["label"] = labels.astype(np.int64)
-    return feeds
 
 
 @dataclass
@@ -139,20 +137,22 @@ class Operations:
                 ]
             )
             seeds = [None] * len(latents)
-        labels = check.labels(request.labels, len(latents), model)
+        latents = truncate(latents, steering.psi(request))
+        chosen = steering.classes(request.labels, request.blends, len(latents), model)
+        scales = steering.channel_scales(request.edits, model)
         check.fits_message(
             len(latents) * _image_bytes_per_item(model, request.format),
             self.config.max_message_bytes,
             "count",
         )
-        result = await self.backend.infer(model.name, _feeds(latents, labels), ["image"], timeout_s)
+        feeds = steering.model_inputs(model, latents, chosen, scales)
+        result = await self.backend.infer(model.name, feeds, ["image"], timeout_s)
         images = []
         for i, fields in enumerate(await _encoded(model, result["image"], request.format)):
             image = pb.GeneratedImage(latent=pb.Latent(values=latents[i].tolist()), **fields)
             if seeds[i] is not None:
                 image.seed = seeds[i]
-            if labels is not None:
-                image.label = int(labels[i])
+            steering.report(image, chosen, i)
             images.append(image)
         return pb.GenerateResponse(model=model.name, images=images)
 
@@ -161,26 +161,55 @@ class Operations:
         self, request: pb.InterpolateRequest, timeout_s: float | None
     ) -> AsyncIterator[pb.InterpolateFrame]:
         model = check.generator(self.backend, request.model)
-        if not 2 <= len(request.keys) <= 64:
+        walk = len(request.blends) > 1  # a path between classes: keys may be one fixed latent
+        if walk and not 2 <= len(request.blends) <= steering.MAX_BLENDS:
+            raise InvalidArgument(
+                "blends", f"give 1, or 2 to {steering.MAX_BLENDS} blends, got {len(request.blends)}"
+            )
+        if walk and len(request.keys) not in (1, len(request.blends)):
+            raise InvalidArgument(
+                "keys",
+                f"walking between {len(request.blends)} blends: give 1 key (held) or one per "
+                f"blend, got {len(request.keys)}",
+            )
+        if not walk and not 2 <= len(request.keys) <= 64:
             raise InvalidArgument(
                 "keys", f"give between 2 and 64 key points, got {len(request.keys)}"
             )
         steps = check.in_range(request.steps or 16, 2, self.config.max_steps, "steps")
         keys, key_seeds = check.latent_sources(request.keys, model, "keys")
-        label = check.single_label(request.label if request.HasField("label") else None, model)
+        keys = truncate(keys, steering.psi(request))
+        if len(request.blends):
+            if request.HasField("label"):
+                raise InvalidArgument("blends", "set label or blends, not both")
+            rows = [
+                steering.blend_weights(b, model, f"blends[{i}]")
+                for i, b in enumerate(request.blends)
+            ]
+            weights = path_through(rows, steps) if walk else np.repeat(rows, steps, axis=0)
+            chosen = steering.Classes(weights=weights)
+        else:
+            label = check.single_label(request.label if request.HasField("label") else None, model)
+            chosen = steering.Classes(labels=None if label is None else np.repeat(label, steps))
         method = "slerp" if request.method == pb.SLERP else "lerp"
         check.fits_message(
             _image_bytes_per_item(model, request.format), self.config.max_message_bytes, "format"
         )
         frame_ms = request.gif_frame_ms or 80
-        path = path_through(list(keys), steps, method)
+        path = (
+            path_through(list(keys), steps, method) if len(keys) > 1 else np.repeat(keys, steps, 0)
+        )
         gif_frames: list[np.ndarray] = []
         for start in range(0, steps, INTERPOLATION_CHUNK):
             chunk = path[start : start + INTERPOLATION_CHUNK]
-            labels = None if label is None else np.repeat(label, len(chunk))
-            result = await self.backend.infer(
-                model.name, _feeds(chunk, labels), ["image"], timeout_s
+            part = steering.Classes(
+                *(
+                    None if a is None else a[start : start + INTERPOLATION_CHUNK]
+                    for a in (chosen.labels, chosen.weights)
+                )
             )
+            feeds = steering.model_inputs(model, chunk, part)
+            result = await self.backend.infer(model.name, feeds, ["image"], timeout_s)
             if request.gif:
                 gif_frames.extend(imaging.to_uint8_hwc(result["image"]))
             encoded = await _encoded(model, result["image"], request.format)
@@ -190,8 +219,7 @@ class Operations:
                 at_key = index * (len(keys) - 1) / (steps - 1)
                 if at_key == int(at_key) and key_seeds[int(at_key)] is not None:
                     image.seed = key_seeds[int(at_key)]
-                if label is not None:
-                    image.label = int(label[0])
+                steering.report(image, part, offset)
                 yield pb.InterpolateFrame(index=index, t=index / (steps - 1), image=image)
         if request.gif:
             gif = await asyncio.to_thread(imaging.gif_bytes, gif_frames, frame_ms)
@@ -254,7 +282,14 @@ class Operations:
         resolution = check.in_range(
             request.resolution or 100, 2, self.config.max_grid, "resolution"
         )
-        label = check.single_label(request.label if request.HasField("label") else None, model)
+        if request.HasField("blend"):
+            if request.HasField("label"):
+                raise InvalidArgument("blend", "set label or blend, not both")
+            blend = steering.blend_weights(request.blend, model, "blend")[None]
+            label = None
+        else:
+            blend = None
+            label = check.single_label(request.label if request.HasField("label") else None, model)
         cells = resolution * resolution
         key = request.SerializeToString(deterministic=True) + classifier.name.encode()
         if key in self._classmap_cache:
@@ -268,17 +303,17 @@ class Operations:
         logits = []
         for start in range(0, cells, CLASSMAP_CHUNK):
             chunk = grid[start : start + CLASSMAP_CHUNK]
-            labels = None if label is None else np.repeat(label, len(chunk))
+            chosen = steering.Classes(
+                labels=None if label is None else np.repeat(label, len(chunk)),
+                weights=None if blend is None else np.repeat(blend, len(chunk), axis=0),
+            )
+            feeds = steering.model_inputs(model, chunk, chosen)
             if ensemble:  # inside Triton: only logits come back
-                out = await self.backend.infer(
-                    ensemble, _feeds(chunk, labels), ["logits"], timeout_s
-                )
+                out = await self.backend.infer(ensemble, feeds, ["logits"], timeout_s)
             else:
-                images = (
-                    await self.backend.infer(
-                        model.name, _feeds(chunk, labels), ["image"], timeout_s
-                    )
-                )["image"]
+                images = (await self.backend.infer(model.name, feeds, ["image"], timeout_s))[
+                    "image"
+                ]
                 out = await self.backend.infer(
                     classifier.name, {"image": images}, ["logits"], timeout_s
                 )
@@ -324,14 +359,17 @@ class Operations:
         model = check.generator(self.backend, request.model)
         check.in_range(len(request.latents), 1, self.config.max_images, "latents (count)")
         latents, _ = check.latent_sources(request.latents, model, "latents")
-        labels = check.labels(request.labels, len(latents), model)
+        latents = truncate(latents, steering.psi(request))
+        chosen = steering.classes(request.labels, request.blends, len(latents), model)
+        scales = steering.channel_scales(request.edits, model)
         layers = list(request.layers) or list(model.layer_names)
         unknown = [name for name in layers if name not in model.layer_names]
         if unknown:
             raise InvalidArgument(
                 "layers", f"unknown {unknown}; {model.name!r} has {list(model.layer_names)}"
             )
-        result = await self.backend.infer(model.name, _feeds(latents, labels), layers, timeout_s)
+        feeds = steering.model_inputs(model, latents, chosen, scales)
+        result = await self.backend.infer(model.name, feeds, layers, timeout_s)
         size = sum(result[name].nbytes * (2 if request.include_tensors else 1) for name in layers)
         check.fits_message(size, self.config.max_message_bytes, "layers")
         response = pb.LayerActivationsResponse(

@@ -23,9 +23,18 @@ def raw(tensor: pb.Tensor) -> np.ndarray:
 
 
 def onnx_run(repo, name, feeds, outputs=("image",)):
+    """The model on ``feeds`` (z, and an int ``label`` for conditional models); the steering
+    inputs get their neutral values: the label as a one-hot class-weight row, scales of one."""
     session = ort.InferenceSession(
         str(repo / name / "1" / "model.onnx"), providers=["CPUExecutionProvider"]
     )
+    feeds = dict(feeds)
+    count = len(next(iter(feeds.values())))
+    for spec in session.get_inputs():
+        if spec.name == "class_weights":
+            feeds[spec.name] = np.eye(spec.shape[1], dtype=np.float32)[feeds.pop("label")]
+        elif spec.name not in feeds:
+            feeds[spec.name] = np.ones((count, spec.shape[1]), np.float32)
     return session.run(list(outputs), feeds)
 
 

@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cganserve/v1/generation.proto\x12\x0bganserve.v1\x1a\x1cgoogle/api/annotations.proto\"\x18\n\x06Latent\x12\x0e\n\x06values\x18\x01 \x03(\x02\"O\n\x0cLatentSource\x12\x0e\n\x04seed\x18\x01 \x01(\rH\x00\x12%\n\x06latent\x18\x02 \x01(\x0b\x32\x13.ganserve.v1.LatentH\x00\x42\x08\n\x06source\"\x87\x01\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12(\n\x05\x64type\x18\x02 \x01(\x0e\x32\x19.ganserve.v1.Tensor.DType\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"6\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\t\n\x05UINT8\x10\x02\"\xa1\x01\n\x0eGeneratedImage\x12\x11\n\x04seed\x18\x01 \x01(\rH\x00\x88\x01\x01\x12#\n\x06latent\x18\x02 \x01(\x0b\x32\x13.ganserve.v1.Latent\x12\x12\n\x05label\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x0b\n\x03png\x18\x04 \x01(\x0c\x12#\n\x06tensor\x18\x05 \x01(\x0b\x32\x13.ganserve.v1.TensorB\x07\n\x05_seedB\x08\n\x06_label\"\xa8\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.ganserve.v1.ModelKind\x12\x12\n\nlatent_dim\x18\x03 \x01(\r\x12\r\n\x05prior\x18\x04 \x01(\t\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x10\n\x08\x63hannels\x18\x06 \x01(\r\x12\x0e\n\x06height\x18\x07 \x01(\r\x12\r\n\x05width\x18\x08 \x01(\r\x12\x13\n\x0blayer_names\x18\t \x03(\t\x12\x0f\n\x07\x64\x61taset\x18\n \x01(\t\x12\r\n\x05\x65poch\x18\x0b \x01(\r\x12\x0e\n\x06\x66\x61mily\x18\x0c \x01(\t\x12\x12\n\nparameters\x18\r \x01(\x04\x12\x14\n\x0cmetrics_json\x18\x0e \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x0f \x01(\t\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.ganserve.v1.ModelInfo\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x9e\x01\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05seeds\x18\x02 \x03(\r\x12$\n\x07latents\x18\x03 \x03(\x0b\x32\x13.ganserve.v1.Latent\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0e\n\x06labels\x18\x05 \x03(\x05\x12(\n\x06\x66ormat\x18\x06 \x01(\x0e\x32\x18.ganserve.v1.ImageFormat\"N\n\x10GenerateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12+\n\x06images\x18\x02 \x03(\x0b\x32\x1b.ganserve.v1.GeneratedImage\"\xf8\x01\n\x12InterpolateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x04keys\x18\x02 \x03(\x0b\x32\x19.ganserve.v1.LatentSource\x12\r\n\x05steps\x18\x03 \x01(\r\x12\x30\n\x06method\x18\x04 \x01(\x0e\x32 .ganserve.v1.InterpolationMethod\x12\x12\n\x05label\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12(\n\x06\x66ormat\x18\x06 \x01(\x0e\x32\x18.ganserve.v1.ImageFormat\x12\x0b\n\x03gif\x18\x07 \x01(\x08\x12\x14\n\x0cgif_frame_ms\x18\x08 \x01(\rB\x08\n\x06_label\"e\n\x10InterpolateFrame\x12\r\n\x05index\x18\x01 \x01(\r\x12\t\n\x01t\x18\x02 \x01(\x02\x12*\n\x05image\x18\x03 \x01(\x0b\x32\x1b.ganserve.v1.GeneratedImage\x12\x0b\n\x03gif\x18\x04 \x01(\x0c\"\xbf\x02\n\x0f\x43lassMapRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nclassifier\x18\x02 \x01(\t\x12\x12\n\nresolution\x18\x03 \x01(\r\x12\x13\n\x06\x61xis_x\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x06\x61xis_y\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\r\n\x05\x66ixed\x18\x06 \x03(\x02\x12\x16\n\trange_min\x18\x07 \x01(\x02H\x02\x88\x01\x01\x12\x16\n\trange_max\x18\x08 \x01(\x02H\x03\x88\x01\x01\x12(\n\x05plane\x18\t \x03(\x0b\x32\x19.ganserve.v1.LatentSource\x12\x12\n\x05label\x18\n \x01(\x05H\x04\x88\x01\x01\x12\x12\n\nrender_png\x18\x0b \x01(\x08\x42\t\n\x07_axis_xB\t\n\x07_axis_yB\x0c\n\n_range_minB\x0c\n\n_range_maxB\x08\n\x06_label\";\n\nClassShare\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05share\x18\x03 \x01(\x02\"\xbd\x01\n\x10\x43lassMapResponse\x12\x12\n\nresolution\x18\x01 \x01(\r\x12\x11\n\tclass_ids\x18\x02 \x03(\x05\x12\x13\n\x0b\x63onfidences\x18\x03 \x03(\x02\x12\'\n\x06shares\x18\x04 \x03(\x0b\x32\x17.ganserve.v1.ClassShare\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x0b\n\x03png\x18\x06 \x01(\x0c\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\x12\x12\n\nclassifier\x18\x08 \x01(\t\"\xa2\x01\n\x17LayerActivationsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x07latents\x18\x02 \x03(\x0b\x32\x19.ganserve.v1.LatentSource\x12\x0e\n\x06labels\x18\x03 \x03(\x05\x12\x0e\n\x06layers\x18\x04 \x03(\t\x12\x17\n\x0finclude_tensors\x18\x05 \x01(\x08\x12\x13\n\x0bheatmap_png\x18\x06 \x01(\x08\"\xb9\x01\n\x0fLayerActivation\x12\r\n\x05layer\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12#\n\x06tensor\x18\x03 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12*\n\rchannel_means\x18\x04 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12%\n\x08mean_map\x18\x05 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12\x10\n\x08heatmaps\x18\x06 \x03(\x0c\"n\n\x18LayerActivationsResponse\x12$\n\x07latents\x18\x01 \x03(\x0b\x32\x13.ganserve.v1.Latent\x12,\n\x06layers\x18\x02 \x03(\x0b\x32\x1c.ganserve.v1.LayerActivation*T\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x07\n\x03PNG\x10\x01\x12\x0f\n\x0bRAW_FLOAT32\x10\x02\x12\r\n\tRAW_UINT8\x10\x03*a\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\r\n\tGENERATOR\x10\x01\x12\x19\n\x15\x43ONDITIONAL_GENERATOR\x10\x02\x12\x0e\n\nCLASSIFIER\x10\x03*P\n\x13InterpolationMethod\x12$\n INTERPOLATION_METHOD_UNSPECIFIED\x10\x00\x12\x08\n\x04LERP\x10\x01\x12\t\n\x05SLERP\x10\x02\x32\x89\x05\n\x11GenerationService\x12\x61\n\nListModels\x12\x1e.ganserve.v1.ListModelsRequest\x1a\x1f.ganserve.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12\\\n\x08GetModel\x12\x1c.ganserve.v1.GetModelRequest\x1a\x16.ganserve.v1.ModelInfo\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{model}\x12`\n\x08Generate\x12\x1c.ganserve.v1.GenerateRequest\x1a\x1d.ganserve.v1.GenerateResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/generate:\x01*\x12k\n\x0bInterpolate\x12\x1f.ganserve.v1.InterpolateRequest\x1a\x1d.ganserve.v1.InterpolateFrame\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/interpolate:\x01*0\x01\x12`\n\x08\x43lassMap\x12\x1c.ganserve.v1.ClassMapRequest\x1a\x1d.ganserve.v1.ClassMapResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/classmap:\x01*\x12\x81\x01\n\x10LayerActivations\x12$.ganserve.v1.LayerActivationsRequest\x1a%.ganserve.v1.LayerActivationsResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/layer-activations:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cganserve/v1/generation.proto\x12\x0bganserve.v1\x1a\x1cgoogle/api/annotations.proto\"\x18\n\x06Latent\x12\x0e\n\x06values\x18\x01 \x03(\x02\"O\n\x0cLatentSource\x12\x0e\n\x04seed\x18\x01 \x01(\rH\x00\x12%\n\x06latent\x18\x02 \x01(\x0b\x32\x13.ganserve.v1.LatentH\x00\x42\x08\n\x06source\"\x87\x01\n\x06Tensor\x12\r\n\x05shape\x18\x01 \x03(\x03\x12(\n\x05\x64type\x18\x02 \x01(\x0e\x32\x19.ganserve.v1.Tensor.DType\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"6\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\t\n\x05UINT8\x10\x02\"s\n\nClassBlend\x12\x35\n\x07weights\x18\x01 \x03(\x0b\x32$.ganserve.v1.ClassBlend.WeightsEntry\x1a.\n\x0cWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"=\n\x0b\x43hannelEdit\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x10\n\x08\x63hannels\x18\x02 \x03(\r\x12\r\n\x05scale\x18\x03 \x01(\x02\"\xb8\x01\n\x0eGeneratedImage\x12\x11\n\x04seed\x18\x01 \x01(\rH\x00\x88\x01\x01\x12#\n\x06latent\x18\x02 \x01(\x0b\x32\x13.ganserve.v1.Latent\x12\x12\n\x05label\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x0b\n\x03png\x18\x04 \x01(\x0c\x12#\n\x06tensor\x18\x05 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12\x15\n\rclass_weights\x18\x06 \x03(\x02\x42\x07\n\x05_seedB\x08\n\x06_label\"\xf5\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12$\n\x04kind\x18\x02 \x01(\x0e\x32\x16.ganserve.v1.ModelKind\x12\x12\n\nlatent_dim\x18\x03 \x01(\r\x12\r\n\x05prior\x18\x04 \x01(\t\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x10\n\x08\x63hannels\x18\x06 \x01(\r\x12\x0e\n\x06height\x18\x07 \x01(\r\x12\r\n\x05width\x18\x08 \x01(\r\x12\x13\n\x0blayer_names\x18\t \x03(\t\x12\x0f\n\x07\x64\x61taset\x18\n \x01(\t\x12\r\n\x05\x65poch\x18\x0b \x01(\r\x12\x0e\n\x06\x66\x61mily\x18\x0c \x01(\t\x12\x12\n\nparameters\x18\r \x01(\x04\x12\x14\n\x0cmetrics_json\x18\x0e \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x0f \x01(\t\x12\x33\n\x0f\x65\x64itable_layers\x18\x10 \x03(\x0b\x32\x1a.ganserve.v1.EditableLayer\x12\x16\n\x0e\x63lass_blending\x18\x11 \x01(\x08\"0\n\rEditableLayer\x12\r\n\x05layer\x18\x01 \x01(\t\x12\x10\n\x08\x63hannels\x18\x02 \x01(\r\"\x13\n\x11ListModelsRequest\"<\n\x12ListModelsResponse\x12&\n\x06models\x18\x01 \x03(\x0b\x32\x16.ganserve.v1.ModelInfo\" \n\x0fGetModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\x8a\x02\n\x0fGenerateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05seeds\x18\x02 \x03(\r\x12$\n\x07latents\x18\x03 \x03(\x0b\x32\x13.ganserve.v1.Latent\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0e\n\x06labels\x18\x05 \x03(\x05\x12(\n\x06\x66ormat\x18\x06 \x01(\x0e\x32\x18.ganserve.v1.ImageFormat\x12\x10\n\x03psi\x18\x07 \x01(\x02H\x00\x88\x01\x01\x12\'\n\x06\x62lends\x18\x08 \x03(\x0b\x32\x17.ganserve.v1.ClassBlend\x12\'\n\x05\x65\x64its\x18\t \x03(\x0b\x32\x18.ganserve.v1.ChannelEditB\x06\n\x04_psi\"N\n\x10GenerateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12+\n\x06images\x18\x02 \x03(\x0b\x32\x1b.ganserve.v1.GeneratedImage\"\xbb\x02\n\x12InterpolateRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x04keys\x18\x02 \x03(\x0b\x32\x19.ganserve.v1.LatentSource\x12\r\n\x05steps\x18\x03 \x01(\r\x12\x30\n\x06method\x18\x04 \x01(\x0e\x32 .ganserve.v1.InterpolationMethod\x12\x12\n\x05label\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12(\n\x06\x66ormat\x18\x06 \x01(\x0e\x32\x18.ganserve.v1.ImageFormat\x12\x0b\n\x03gif\x18\x07 \x01(\x08\x12\x14\n\x0cgif_frame_ms\x18\x08 \x01(\r\x12\x10\n\x03psi\x18\t \x01(\x02H\x01\x88\x01\x01\x12\'\n\x06\x62lends\x18\n \x03(\x0b\x32\x17.ganserve.v1.ClassBlendB\x08\n\x06_labelB\x06\n\x04_psi\"e\n\x10InterpolateFrame\x12\r\n\x05index\x18\x01 \x01(\r\x12\t\n\x01t\x18\x02 \x01(\x02\x12*\n\x05image\x18\x03 \x01(\x0b\x32\x1b.ganserve.v1.GeneratedImage\x12\x0b\n\x03gif\x18\x04 \x01(\x0c\"\xe7\x02\n\x0f\x43lassMapRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nclassifier\x18\x02 \x01(\t\x12\x12\n\nresolution\x18\x03 \x01(\r\x12\x13\n\x06\x61xis_x\x18\x04 \x01(\rH\x00\x88\x01\x01\x12\x13\n\x06\x61xis_y\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\r\n\x05\x66ixed\x18\x06 \x03(\x02\x12\x16\n\trange_min\x18\x07 \x01(\x02H\x02\x88\x01\x01\x12\x16\n\trange_max\x18\x08 \x01(\x02H\x03\x88\x01\x01\x12(\n\x05plane\x18\t \x03(\x0b\x32\x19.ganserve.v1.LatentSource\x12\x12\n\x05label\x18\n \x01(\x05H\x04\x88\x01\x01\x12\x12\n\nrender_png\x18\x0b \x01(\x08\x12&\n\x05\x62lend\x18\x0c \x01(\x0b\x32\x17.ganserve.v1.ClassBlendB\t\n\x07_axis_xB\t\n\x07_axis_yB\x0c\n\n_range_minB\x0c\n\n_range_maxB\x08\n\x06_label\";\n\nClassShare\x12\x10\n\x08\x63lass_id\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05share\x18\x03 \x01(\x02\"\xbd\x01\n\x10\x43lassMapResponse\x12\x12\n\nresolution\x18\x01 \x01(\r\x12\x11\n\tclass_ids\x18\x02 \x03(\x05\x12\x13\n\x0b\x63onfidences\x18\x03 \x03(\x02\x12\'\n\x06shares\x18\x04 \x03(\x0b\x32\x17.ganserve.v1.ClassShare\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x0b\n\x03png\x18\x06 \x01(\x0c\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\x12\x12\n\nclassifier\x18\x08 \x01(\t\"\x8e\x02\n\x17LayerActivationsRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12*\n\x07latents\x18\x02 \x03(\x0b\x32\x19.ganserve.v1.LatentSource\x12\x0e\n\x06labels\x18\x03 \x03(\x05\x12\x0e\n\x06layers\x18\x04 \x03(\t\x12\x17\n\x0finclude_tensors\x18\x05 \x01(\x08\x12\x13\n\x0bheatmap_png\x18\x06 \x01(\x08\x12\x10\n\x03psi\x18\x07 \x01(\x02H\x00\x88\x01\x01\x12\'\n\x05\x65\x64its\x18\x08 \x03(\x0b\x32\x18.ganserve.v1.ChannelEdit\x12\'\n\x06\x62lends\x18\t \x03(\x0b\x32\x17.ganserve.v1.ClassBlendB\x06\n\x04_psi\"\xb9\x01\n\x0fLayerActivation\x12\r\n\x05layer\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12#\n\x06tensor\x18\x03 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12*\n\rchannel_means\x18\x04 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12%\n\x08mean_map\x18\x05 \x01(\x0b\x32\x13.ganserve.v1.Tensor\x12\x10\n\x08heatmaps\x18\x06 \x03(\x0c\"n\n\x18LayerActivationsResponse\x12$\n\x07latents\x18\x01 \x03(\x0b\x32\x13.ganserve.v1.Latent\x12,\n\x06layers\x18\x02 \x03(\x0b\x32\x1c.ganserve.v1.LayerActivation*T\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x07\n\x03PNG\x10\x01\x12\x0f\n\x0bRAW_FLOAT32\x10\x02\x12\r\n\tRAW_UINT8\x10\x03*a\n\tModelKind\x12\x1a\n\x16MODEL_KIND_UNSPECIFIED\x10\x00\x12\r\n\tGENERATOR\x10\x01\x12\x19\n\x15\x43ONDITIONAL_GENERATOR\x10\x02\x12\x0e\n\nCLASSIFIER\x10\x03*P\n\x13InterpolationMethod\x12$\n INTERPOLATION_METHOD_UNSPECIFIED\x10\x00\x12\x08\n\x04LERP\x10\x01\x12\t\n\x05SLERP\x10\x02\x32\x89\x05\n\x11GenerationService\x12\x61\n\nListModels\x12\x1e.ganserve.v1.ListModelsRequest\x1a\x1f.ganserve.v1.ListModelsResponse\"\x12\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/models\x12\\\n\x08GetModel\x12\x1c.ganserve.v1.GetModelRequest\x1a\x16.ganserve.v1.ModelInfo\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/models/{model}\x12`\n\x08Generate\x12\x1c.ganserve.v1.GenerateRequest\x1a\x1d.ganserve.v1.GenerateResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/generate:\x01*\x12k\n\x0bInterpolate\x12\x1f.ganserve.v1.InterpolateRequest\x1a\x1d.ganserve.v1.InterpolateFrame\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/interpolate:\x01*0\x01\x12`\n\x08\x43lassMap\x12\x1c.ganserve.v1.ClassMapRequest\x1a\x1d.ganserve.v1.ClassMapResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/classmap:\x01*\x12\x81\x01\n\x10LayerActivations\x12$.ganserve.v1.LayerActivationsRequest\x1a%.ganserve.v1.LayerActivationsResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/layer-activations:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ganserve.v1.generation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CLASSBLEND_WEIGHTSENTRY']._loaded_options = None
+  _globals['_CLASSBLEND_WEIGHTSENTRY']._serialized_options = b'8\001'
   _globals['_GENERATIONSERVICE'].methods_by_name['ListModels']._loaded_options = None
   _globals['_GENERATIONSERVICE'].methods_by_name['ListModels']._serialized_options = b'\202\323\344\223\002\014\022\n/v1/models'
   _globals['_GENERATIONSERVICE'].methods_by_name['GetModel']._loaded_options = None
@@ -44,12 +46,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATIONSERVICE'].methods_by_name['ClassMap']._serialized_options = b'\202\323\344\223\002\021\"\014/v1/classmap:\001*'
   _globals['_GENERATIONSERVICE'].methods_by_name['LayerActivations']._loaded_options = None
   _globals['_GENERATIONSERVICE'].methods_by_name['LayerActivations']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/layer-activations:\001*'
-  _globals['_IMAGEFORMAT']._serialized_start=2535
-  _globals['_IMAGEFORMAT']._serialized_end=2619
-  _globals['_MODELKIND']._serialized_start=2621
-  _globals['_MODELKIND']._serialized_end=2718
-  _globals['_INTERPOLATIONMETHOD']._serialized_start=2720
-  _globals['_INTERPOLATIONMETHOD']._serialized_end=2800
+  _globals['_IMAGEFORMAT']._serialized_start=3188
+  _globals['_IMAGEFORMAT']._serialized_end=3272
+  _globals['_MODELKIND']._serialized_start=3274
+  _globals['_MODELKIND']._serialized_end=3371
+  _globals['_INTERPOLATIONMETHOD']._serialized_start=3373
+  _globals['_INTERPOLATIONMETHOD']._serialized_end=3453
   _globals['_LATENT']._serialized_start=75
   _globals['_LATENT']._serialized_end=99
   _globals['_LATENTSOURCE']._serialized_start=101
@@ -58,36 +60,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENSOR']._serialized_end=318
   _globals['_TENSOR_DTYPE']._serialized_start=264
   _globals['_TENSOR_DTYPE']._serialized_end=318
-  _globals['_GENERATEDIMAGE']._serialized_start=321
-  _globals['_GENERATEDIMAGE']._serialized_end=482
-  _globals['_MODELINFO']._serialized_start=485
-  _globals['_MODELINFO']._serialized_end=781
-  _globals['_LISTMODELSREQUEST']._serialized_start=783
-  _globals['_LISTMODELSREQUEST']._serialized_end=802
-  _globals['_LISTMODELSRESPONSE']._serialized_start=804
-  _globals['_LISTMODELSRESPONSE']._serialized_end=864
-  _globals['_GETMODELREQUEST']._serialized_start=866
-  _globals['_GETMODELREQUEST']._serialized_end=898
-  _globals['_GENERATEREQUEST']._serialized_start=901
-  _globals['_GENERATEREQUEST']._serialized_end=1059
-  _globals['_GENERATERESPONSE']._serialized_start=1061
-  _globals['_GENERATERESPONSE']._serialized_end=1139
-  _globals['_INTERPOLATEREQUEST']._serialized_start=1142
-  _globals['_INTERPOLATEREQUEST']._serialized_end=1390
-  _globals['_INTERPOLATEFRAME']._serialized_start=1392
-  _globals['_INTERPOLATEFRAME']._serialized_end=1493
-  _globals['_CLASSMAPREQUEST']._serialized_start=1496
-  _globals['_CLASSMAPREQUEST']._serialized_end=1815
-  _globals['_CLASSSHARE']._serialized_start=1817
-  _globals['_CLASSSHARE']._serialized_end=1876
-  _globals['_CLASSMAPRESPONSE']._serialized_start=1879
-  _globals['_CLASSMAPRESPONSE']._serialized_end=2068
-  _globals['_LAYERACTIVATIONSREQUEST']._serialized_start=2071
-  _globals['_LAYERACTIVATIONSREQUEST']._serialized_end=2233
-  _globals['_LAYERACTIVATION']._serialized_start=2236
-  _globals['_LAYERACTIVATION']._serialized_end=2421
-  _globals['_LAYERACTIVATIONSRESPONSE']._serialized_start=2423
-  _globals['_LAYERACTIVATIONSRESPONSE']._serialized_end=2533
-  _globals['_GENERATIONSERVICE']._serialized_start=2803
-  _globals['_GENERATIONSERVICE']._serialized_end=3452
+  _globals['_CLASSBLEND']._serialized_start=320
+  _globals['_CLASSBLEND']._serialized_end=435
+  _globals['_CLASSBLEND_WEIGHTSENTRY']._serialized_start=389
+  _globals['_CLASSBLEND_WEIGHTSENTRY']._serialized_end=435
+  _globals['_CHANNELEDIT']._serialized_start=437
+  _globals['_CHANNELEDIT']._serialized_end=498
+  _globals['_GENERATEDIMAGE']._serialized_start=501
+  _globals['_GENERATEDIMAGE']._serialized_end=685
+  _globals['_MODELINFO']._serialized_start=688
+  _globals['_MODELINFO']._serialized_end=1061
+  _globals['_EDITABLELAYER']._serialized_start=1063
+  _globals['_EDITABLELAYER']._serialized_end=1111
+  _globals['_LISTMODELSREQUEST']._serialized_start=1113
+  _globals['_LISTMODELSREQUEST']._serialized_end=1132
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1134
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1194
+  _globals['_GETMODELREQUEST']._serialized_start=1196
+  _globals['_GETMODELREQUEST']._serialized_end=1228
+  _globals['_GENERATEREQUEST']._serialized_start=1231
+  _globals['_GENERATEREQUEST']._serialized_end=1497
+  _globals['_GENERATERESPONSE']._serialized_start=1499
+  _globals['_GENERATERESPONSE']._serialized_end=1577
+  _globals['_INTERPOLATEREQUEST']._serialized_start=1580
+  _globals['_INTERPOLATEREQUEST']._serialized_end=1895
+  _globals['_INTERPOLATEFRAME']._serialized_start=1897
+  _globals['_INTERPOLATEFRAME']._serialized_end=1998
+  _globals['_CLASSMAPREQUEST']._serialized_start=2001
+  _globals['_CLASSMAPREQUEST']._serialized_end=2360
+  _globals['_CLASSSHARE']._serialized_start=2362
+  _globals['_CLASSSHARE']._serialized_end=2421
+  _globals['_CLASSMAPRESPONSE']._serialized_start=2424
+  _globals['_CLASSMAPRESPONSE']._serialized_end=2613
+  _globals['_LAYERACTIVATIONSREQUEST']._serialized_start=2616
+  _globals['_LAYERACTIVATIONSREQUEST']._serialized_end=2886
+  _globals['_LAYERACTIVATION']._serialized_start=2889
+  _globals['_LAYERACTIVATION']._serialized_end=3074
+  _globals['_LAYERACTIVATIONSRESPONSE']._serialized_start=3076
+  _globals['_LAYERACTIVATIONSRESPONSE']._serialized_end=3186
+  _globals['_GENERATIONSERVICE']._serialized_start=3456
+  _globals['_GENERATIONSERVICE']._serialized_end=4105
 # @@protoc_insertion_point(module_scope)

@@ -71,22 +71,47 @@ class Tensor(_message.Message):
     data: bytes
     def __init__(self, shape: _Optional[_Iterable[int]] = ..., dtype: _Optional[_Union[Tensor.DType, str]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
+class ClassBlend(_message.Message):
+    __slots__ = ("weights",)
+    class WeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    weights: _containers.ScalarMap[str, float]
+    def __init__(self, weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ChannelEdit(_message.Message):
+    __slots__ = ("layer", "channels", "scale")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    channels: _containers.RepeatedScalarFieldContainer[int]
+    scale: float
+    def __init__(self, layer: _Optional[str] = ..., channels: _Optional[_Iterable[int]] = ..., scale: _Optional[float] = ...) -> None: ...
+
 class GeneratedImage(_message.Message):
-    __slots__ = ("seed", "latent", "label", "png", "tensor")
+    __slots__ = ("seed", "latent", "label", "png", "tensor", "class_weights")
     SEED_FIELD_NUMBER: _ClassVar[int]
     LATENT_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
     TENSOR_FIELD_NUMBER: _ClassVar[int]
+    CLASS_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     seed: int
     latent: Latent
     label: int
     png: bytes
     tensor: Tensor
-    def __init__(self, seed: _Optional[int] = ..., latent: _Optional[_Union[Latent, _Mapping]] = ..., label: _Optional[int] = ..., png: _Optional[bytes] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    class_weights: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, seed: _Optional[int] = ..., latent: _Optional[_Union[Latent, _Mapping]] = ..., label: _Optional[int] = ..., png: _Optional[bytes] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., class_weights: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "kind", "latent_dim", "prior", "class_names", "channels", "height", "width", "layer_names", "dataset", "epoch", "family", "parameters", "metrics_json", "backend")
+    __slots__ = ("name", "kind", "latent_dim", "prior", "class_names", "channels", "height", "width", "layer_names", "dataset", "epoch", "family", "parameters", "metrics_json", "backend", "editable_layers", "class_blending")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LATENT_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +127,8 @@ class ModelInfo(_message.Message):
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
     BACKEND_FIELD_NUMBER: _ClassVar[int]
+    EDITABLE_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    CLASS_BLENDING_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: ModelKind
     latent_dim: int
@@ -117,7 +144,17 @@ class ModelInfo(_message.Message):
     parameters: int
     metrics_json: str
     backend: str
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., latent_dim: _Optional[int] = ..., prior: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., channels: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., layer_names: _Optional[_Iterable[str]] = ..., dataset: _Optional[str] = ..., epoch: _Optional[int] = ..., family: _Optional[str] = ..., parameters: _Optional[int] = ..., metrics_json: _Optional[str] = ..., backend: _Optional[str] = ...) -> None: ...
+    editable_layers: _containers.RepeatedCompositeFieldContainer[EditableLayer]
+    class_blending: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[_Union[ModelKind, str]] = ..., latent_dim: _Optional[int] = ..., prior: _Optional[str] = ..., class_names: _Optional[_Iterable[str]] = ..., channels: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., layer_names: _Optional[_Iterable[str]] = ..., dataset: _Optional[str] = ..., epoch: _Optional[int] = ..., family: _Optional[str] = ..., parameters: _Optional[int] = ..., metrics_json: _Optional[str] = ..., backend: _Optional[str] = ..., editable_layers: _Optional[_Iterable[_Union[EditableLayer, _Mapping]]] = ..., class_blending: _Optional[bool] = ...) -> None: ...
+
+class EditableLayer(_message.Message):
+    __slots__ = ("layer", "channels")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    layer: str
+    channels: int
+    def __init__(self, layer: _Optional[str] = ..., channels: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -136,20 +173,26 @@ class GetModelRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("model", "seeds", "latents", "count", "labels", "format")
+    __slots__ = ("model", "seeds", "latents", "count", "labels", "format", "psi", "blends", "edits")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEEDS_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    BLENDS_FIELD_NUMBER: _ClassVar[int]
+    EDITS_FIELD_NUMBER: _ClassVar[int]
     model: str
     seeds: _containers.RepeatedScalarFieldContainer[int]
     latents: _containers.RepeatedCompositeFieldContainer[Latent]
     count: int
     labels: _containers.RepeatedScalarFieldContainer[int]
     format: ImageFormat
-    def __init__(self, model: _Optional[str] = ..., seeds: _Optional[_Iterable[int]] = ..., latents: _Optional[_Iterable[_Union[Latent, _Mapping]]] = ..., count: _Optional[int] = ..., labels: _Optional[_Iterable[int]] = ..., format: _Optional[_Union[ImageFormat, str]] = ...) -> None: ...
+    psi: float
+    blends: _containers.RepeatedCompositeFieldContainer[ClassBlend]
+    edits: _containers.RepeatedCompositeFieldContainer[ChannelEdit]
+    def __init__(self, model: _Optional[str] = ..., seeds: _Optional[_Iterable[int]] = ..., latents: _Optional[_Iterable[_Union[Latent, _Mapping]]] = ..., count: _Optional[int] = ..., labels: _Optional[_Iterable[int]] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., psi: _Optional[float] = ..., blends: _Optional[_Iterable[_Union[ClassBlend, _Mapping]]] = ..., edits: _Optional[_Iterable[_Union[ChannelEdit, _Mapping]]] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("model", "images")
@@ -160,7 +203,7 @@ class GenerateResponse(_message.Message):
     def __init__(self, model: _Optional[str] = ..., images: _Optional[_Iterable[_Union[GeneratedImage, _Mapping]]] = ...) -> None: ...
 
 class InterpolateRequest(_message.Message):
-    __slots__ = ("model", "keys", "steps", "method", "label", "format", "gif", "gif_frame_ms")
+    __slots__ = ("model", "keys", "steps", "method", "label", "format", "gif", "gif_frame_ms", "psi", "blends")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     KEYS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +212,8 @@ class InterpolateRequest(_message.Message):
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     GIF_FIELD_NUMBER: _ClassVar[int]
     GIF_FRAME_MS_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    BLENDS_FIELD_NUMBER: _ClassVar[int]
     model: str
     keys: _containers.RepeatedCompositeFieldContainer[LatentSource]
     steps: int
@@ -177,7 +222,9 @@ class InterpolateRequest(_message.Message):
     format: ImageFormat
     gif: bool
     gif_frame_ms: int
-    def __init__(self, model: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[LatentSource, _Mapping]]] = ..., steps: _Optional[int] = ..., method: _Optional[_Union[InterpolationMethod, str]] = ..., label: _Optional[int] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., gif: _Optional[bool] = ..., gif_frame_ms: _Optional[int] = ...) -> None: ...
+    psi: float
+    blends: _containers.RepeatedCompositeFieldContainer[ClassBlend]
+    def __init__(self, model: _Optional[str] = ..., keys: _Optional[_Iterable[_Union[LatentSource, _Mapping]]] = ..., steps: _Optional[int] = ..., method: _Optional[_Union[InterpolationMethod, str]] = ..., label: _Optional[int] = ..., format: _Optional[_Union[ImageFormat, str]] = ..., gif: _Optional[bool] = ..., gif_frame_ms: _Optional[int] = ..., psi: _Optional[float] = ..., blends: _Optional[_Iterable[_Union[ClassBlend, _Mapping]]] = ...) -> None: ...
 
 class InterpolateFrame(_message.Message):
     __slots__ = ("index", "t", "image", "gif")
@@ -192,7 +239,7 @@ class InterpolateFrame(_message.Message):
     def __init__(self, index: _Optional[int] = ..., t: _Optional[float] = ..., image: _Optional[_Union[GeneratedImage, _Mapping]] = ..., gif: _Optional[bytes] = ...) -> None: ...
 
 class ClassMapRequest(_message.Message):
-    __slots__ = ("model", "classifier", "resolution", "axis_x", "axis_y", "fixed", "range_min", "range_max", "plane", "label", "render_png")
+    __slots__ = ("model", "classifier", "resolution", "axis_x", "axis_y", "fixed", "range_min", "range_max", "plane", "label", "render_png", "blend")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CLASSIFIER_FIELD_NUMBER: _ClassVar[int]
     RESOLUTION_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +251,7 @@ class ClassMapRequest(_message.Message):
     PLANE_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     RENDER_PNG_FIELD_NUMBER: _ClassVar[int]
+    BLEND_FIELD_NUMBER: _ClassVar[int]
     model: str
     classifier: str
     resolution: int
@@ -215,7 +263,8 @@ class ClassMapRequest(_message.Message):
     plane: _containers.RepeatedCompositeFieldContainer[LatentSource]
     label: int
     render_png: bool
-    def __init__(self, model: _Optional[str] = ..., classifier: _Optional[str] = ..., resolution: _Optional[int] = ..., axis_x: _Optional[int] = ..., axis_y: _Optional[int] = ..., fixed: _Optional[_Iterable[float]] = ..., range_min: _Optional[float] = ..., range_max: _Optional[float] = ..., plane: _Optional[_Iterable[_Union[LatentSource, _Mapping]]] = ..., label: _Optional[int] = ..., render_png: _Optional[bool] = ...) -> None: ...
+    blend: ClassBlend
+    def __init__(self, model: _Optional[str] = ..., classifier: _Optional[str] = ..., resolution: _Optional[int] = ..., axis_x: _Optional[int] = ..., axis_y: _Optional[int] = ..., fixed: _Optional[_Iterable[float]] = ..., range_min: _Optional[float] = ..., range_max: _Optional[float] = ..., plane: _Optional[_Iterable[_Union[LatentSource, _Mapping]]] = ..., label: _Optional[int] = ..., render_png: _Optional[bool] = ..., blend: _Optional[_Union[ClassBlend, _Mapping]] = ...) -> None: ...
 
 class ClassShare(_message.Message):
     __slots__ = ("class_id", "name", "share")
@@ -248,20 +297,26 @@ class ClassMapResponse(_message.Message):
     def __init__(self, resolution: _Optional[int] = ..., class_ids: _Optional[_Iterable[int]] = ..., confidences: _Optional[_Iterable[float]] = ..., shares: _Optional[_Iterable[_Union[ClassShare, _Mapping]]] = ..., class_names: _Optional[_Iterable[str]] = ..., png: _Optional[bytes] = ..., cached: _Optional[bool] = ..., classifier: _Optional[str] = ...) -> None: ...
 
 class LayerActivationsRequest(_message.Message):
-    __slots__ = ("model", "latents", "labels", "layers", "include_tensors", "heatmap_png")
+    __slots__ = ("model", "latents", "labels", "layers", "include_tensors", "heatmap_png", "psi", "edits", "blends")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_TENSORS_FIELD_NUMBER: _ClassVar[int]
     HEATMAP_PNG_FIELD_NUMBER: _ClassVar[int]
+    PSI_FIELD_NUMBER: _ClassVar[int]
+    EDITS_FIELD_NUMBER: _ClassVar[int]
+    BLENDS_FIELD_NUMBER: _ClassVar[int]
     model: str
     latents: _containers.RepeatedCompositeFieldContainer[LatentSource]
     labels: _containers.RepeatedScalarFieldContainer[int]
     layers: _containers.RepeatedScalarFieldContainer[str]
     include_tensors: bool
     heatmap_png: bool
-    def __init__(self, model: _Optional[str] = ..., latents: _Optional[_Iterable[_Union[LatentSource, _Mapping]]] = ..., labels: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[str]] = ..., include_tensors: _Optional[bool] = ..., heatmap_png: _Optional[bool] = ...) -> None: ...
+    psi: float
+    edits: _containers.RepeatedCompositeFieldContainer[ChannelEdit]
+    blends: _containers.RepeatedCompositeFieldContainer[ClassBlend]
+    def __init__(self, model: _Optional[str] = ..., latents: _Optional[_Iterable[_Union[LatentSource, _Mapping]]] = ..., labels: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[str]] = ..., include_tensors: _Optional[bool] = ..., heatmap_png: _Optional[bool] = ..., psi: _Optional[float] = ..., edits: _Optional[_Iterable[_Union[ChannelEdit, _Mapping]]] = ..., blends: _Optional[_Iterable[_Union[ClassBlend, _Mapping]]] = ...) -> None: ...
 
 class LayerActivation(_message.Message):
     __slots__ = ("layer", "shape", "tensor", "channel_means", "mean_map", "heatmaps")
