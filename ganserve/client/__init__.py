@@ -7,7 +7,7 @@ with Client("localhost:50051", timeout_s=10) as client:
 """
 
 from ._client import AsyncClient, Client, Retry
-from ._convert import ClassMap, Frame, GeneratedImage, LayerActivation, ModelInfo
+from ._convert import ChannelEdit, ClassMap, Frame, GeneratedImage, LayerActivation, ModelInfo
 from ._errors import (
     AuthenticationError,
     DeadlineExceededError,
@@ -22,6 +22,7 @@ from ._errors import (
 __all__ = [
     "AsyncClient",
     "AuthenticationError",
+    "ChannelEdit",
     "ClassMap",
     "Client",
     "DeadlineExceededError",

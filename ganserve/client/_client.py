@@ -158,12 +158,21 @@ class Client(_Base):
         *,
         latents: Sequence[Sequence[float]] | np.ndarray | None = None,
         count: int | None = None,
-        labels: int | Sequence[int] | None = None,
+        labels: convert.ClassLike | Sequence[convert.ClassLike] | None = None,
         image_format: convert.ImageFormat = "png",
+        psi: float | None = None,
+        edits: Sequence[convert.EditLike] = (),
         timeout_s: float | None = None,
     ) -> list[convert.GeneratedImage]:
-        """Images from ``seeds``, explicit ``latents``, or ``count`` fresh seeds (exactly one of them)."""
-        request = convert.generate_request(model, seeds, latents, count, labels, image_format)
+        """Images from ``seeds``, explicit ``latents``, or ``count`` fresh seeds (exactly one of them).
+
+        ``labels``: a class id, or a blend ``{"Shirt": 0.7, "Pullover": 0.3}``, for all images or
+        one per image; ``psi``: truncation in (0, 1]; ``edits``: :class:`ChannelEdit` s (or
+        ``(layer, channels, scale)`` tuples) applied inside the generator.
+        """
+        request = convert.generate_request(
+            model, seeds, latents, count, labels, image_format, psi, edits
+        )
         return [
             convert.generated_image(i)
             for i in self._unary(self._stub.Generate, request, timeout_s).images
@@ -176,12 +185,13 @@ class Client(_Base):
         steps: int = 16,
         *,
         method: Literal["lerp", "slerp"] = "lerp",
-        label: int | None = None,
+        label: convert.ClassLike | Sequence[convert.ClassLike] | None = None,
         image_format: convert.ImageFormat = "png",
+        psi: float | None = None,
         timeout_s: float | None = None,
     ) -> Iterator[convert.Frame]:
         """Frames from the first key to the last (seeds or latents), yielded as the server makes them."""
-        request = convert.interpolate_request(model, keys, steps, method, label, image_format)
+        request = convert.interpolate_request(model, keys, steps, method, label, image_format, psi)
         try:
             for frame in self._stub.Interpolate(request, **self._call(timeout_s)):
                 yield convert.Frame(frame.index, frame.t, convert.generated_image(frame.image))
@@ -198,7 +208,7 @@ class Client(_Base):
         fixed: Sequence[float] | None = None,
         value_range: tuple[float, float] | None = None,
         plane: Sequence[convert.LatentLike] | None = None,
-        label: int | None = None,
+        label: convert.ClassLike | None = None,
         render_png: bool = False,
         timeout_s: float | None = None,
     ) -> convert.ClassMap:
@@ -213,13 +223,15 @@ class Client(_Base):
         latents: Sequence[convert.LatentLike],
         layers: Sequence[str] = (),
         *,
-        labels: int | Sequence[int] | None = None,
+        labels: convert.ClassLike | Sequence[convert.ClassLike] | None = None,
         include_tensors: bool = True,
         heatmaps: bool = False,
+        psi: float | None = None,
+        edits: Sequence[convert.EditLike] = (),
         timeout_s: float | None = None,
     ) -> dict[str, convert.LayerActivation]:
         request = convert.layer_activations_request(
-            model, latents, layers, labels, include_tensors, heatmaps
+            model, latents, layers, labels, include_tensors, heatmaps, psi, edits
         )
         return convert.layer_activations(
             self._unary(self._stub.LayerActivations, request, timeout_s)
@@ -284,11 +296,15 @@ class AsyncClient(_Base):
         *,
         latents: Sequence[Sequence[float]] | np.ndarray | None = None,
         count: int | None = None,
-        labels: int | Sequence[int] | None = None,
+        labels: convert.ClassLike | Sequence[convert.ClassLike] | None = None,
         image_format: convert.ImageFormat = "png",
+        psi: float | None = None,
+        edits: Sequence[convert.EditLike] = (),
         timeout_s: float | None = None,
     ) -> list[convert.GeneratedImage]:
-        request = convert.generate_request(model, seeds, latents, count, labels, image_format)
+        request = convert.generate_request(
+            model, seeds, latents, count, labels, image_format, psi, edits
+        )
         reply = await self._unary(self._stub.Generate, request, timeout_s)
         return [convert.generated_image(i) for i in reply.images]
 
@@ -299,11 +315,12 @@ class AsyncClient(_Base):
         steps: int = 16,
         *,
         method: Literal["lerp", "slerp"] = "lerp",
-        label: int | None = None,
+        label: convert.ClassLike | Sequence[convert.ClassLike] | None = None,
         image_format: convert.ImageFormat = "png",
+        psi: float | None = None,
         timeout_s: float | None = None,
     ) -> AsyncIterator[convert.Frame]:
-        request = convert.interpolate_request(model, keys, steps, method, label, image_format)
+        request = convert.interpolate_request(model, keys, steps, method, label, image_format, psi)
         try:
             async for frame in self._stub.Interpolate(request, **self._call(timeout_s)):
                 yield convert.Frame(frame.index, frame.t, convert.generated_image(frame.image))
@@ -320,7 +337,7 @@ class AsyncClient(_Base):
         fixed: Sequence[float] | None = None,
         value_range: tuple[float, float] | None = None,
         plane: Sequence[convert.LatentLike] | None = None,
-        label: int | None = None,
+        label: convert.ClassLike | None = None,
         render_png: bool = False,
         timeout_s: float | None = None,
     ) -> convert.ClassMap:
@@ -335,13 +352,15 @@ class AsyncClient(_Base):
         latents: Sequence[convert.LatentLike],
         layers: Sequence[str] = (),
         *,
-        labels: int | Sequence[int] | None = None,
+        labels: convert.ClassLike | Sequence[convert.ClassLike] | None = None,
         include_tensors: bool = True,
         heatmaps: bool = False,
+        psi: float | None = None,
+        edits: Sequence[convert.EditLike] = (),
         timeout_s: float | None = None,
     ) -> dict[str, convert.LayerActivation]:
         request = convert.layer_activations_request(
-            model, latents, layers, labels, include_tensors, heatmaps
+            model, latents, layers, labels, include_tensors, heatmaps, psi, edits
         )
         return convert.layer_activations(
             await self._unary(self._stub.LayerActivations, request, timeout_s)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +20,20 @@ KINDS = {
     pb.CLASSIFIER: "classifier",
 }
 LatentLike = int | Sequence[float] | np.ndarray  # a seed, or the latent itself
+# A class: its id, or a blend of classes by name or id ({"Shirt": 0.7, "Pullover": 0.3}).
+ClassLike = int | Mapping[str | int, float]
+
+
+@dataclass(frozen=True)
+class ChannelEdit:
+    """Multiply ``channels`` (all when empty) of a hidden ``layer`` by ``scale`` (0: off)."""
+
+    layer: str
+    channels: Sequence[int] = ()
+    scale: float = 0.0
+
+
+EditLike = ChannelEdit | tuple[str, Sequence[int], float]
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,8 @@ class ModelInfo:
     parameters: int
     metrics: dict[str, Any]
     backend: str
+    editable_layers: dict[str, int] = field(default_factory=dict)  # layer → channels
+    class_blending: bool = False
 
     @property
     def conditional(self) -> bool:
@@ -52,6 +68,7 @@ class GeneratedImage:
     label: int | None = None
     png: bytes = b""
     array: np.ndarray | None = field(default=None, repr=False)
+    class_weights: np.ndarray | None = None  # a blend: the weights used, per class id
 
     def to_pil(self):
         """The image as a PIL image."""
@@ -115,6 +132,8 @@ def model_info(message: pb.ModelInfo) -> ModelInfo:
         parameters=message.parameters,
         metrics=json.loads(message.metrics_json) if message.metrics_json else {},
         backend=message.backend,
+        editable_layers={e.layer: e.channels for e in message.editable_layers},
+        class_blending=message.class_blending,
     )
 
 
@@ -125,7 +144,39 @@ def generated_image(message: pb.GeneratedImage) -> GeneratedImage:
         label=message.label if message.HasField("label") else None,
         png=message.png,
         array=tensor_to_array(message.tensor) if message.HasField("tensor") else None,
+        class_weights=(
+            np.asarray(message.class_weights, np.float32) if len(message.class_weights) else None
+        ),
     )
+
+
+def class_blend(value: ClassLike) -> pb.ClassBlend:
+    if isinstance(value, Mapping):
+        return pb.ClassBlend(weights={str(k): float(w) for k, w in value.items()})
+    return pb.ClassBlend(weights={str(int(value)): 1.0})
+
+
+def _set_classes(request, labels: ClassLike | Sequence[ClassLike] | None) -> None:
+    """Integer labels go in ``labels``; as soon as one is a blend, all go in ``blends``."""
+    if labels is None:
+        return
+    items = [labels] if isinstance(labels, (int, np.integer, Mapping)) else list(labels)
+    if any(isinstance(item, Mapping) for item in items):
+        request.blends.extend(class_blend(item) for item in items)
+    else:
+        request.labels.extend(int(item) for item in items)
+
+
+def _set_steering(request, psi: float | None, edits: Sequence[EditLike] = ()) -> None:
+    if psi is not None:
+        request.psi = psi
+    for edit in edits:
+        layer, channels, scale = (
+            (edit.layer, edit.channels, edit.scale) if isinstance(edit, ChannelEdit) else edit
+        )
+        request.edits.append(
+            pb.ChannelEdit(layer=layer, channels=[int(c) for c in channels], scale=float(scale))
+        )
 
 
 def latent_source(value: LatentLike) -> pb.LatentSource:
@@ -141,8 +192,10 @@ def generate_request(
     seeds: Sequence[int] | None,
     latents: Sequence[Sequence[float]] | np.ndarray | None,
     count: int | None,
-    labels: int | Sequence[int] | None,
+    labels: ClassLike | Sequence[ClassLike] | None,
     image_format: ImageFormat,
+    psi: float | None = None,
+    edits: Sequence[EditLike] = (),
 ) -> pb.GenerateRequest:
     request = pb.GenerateRequest(model=model, format=FORMATS[image_format])
     if seeds is not None:
@@ -153,10 +206,8 @@ def generate_request(
         )
     if count:
         request.count = count
-    if labels is not None:
-        request.labels.extend(
-            [labels] if isinstance(labels, (int, np.integer)) else [int(x) for x in labels]
-        )
+    _set_classes(request, labels)
+    _set_steering(request, psi, edits)
     return request
 
 
@@ -165,9 +216,11 @@ def interpolate_request(
     keys: Sequence[LatentLike],
     steps: int,
     method: Literal["lerp", "slerp"],
-    label: int | None,
+    label: ClassLike | Sequence[ClassLike] | None,
     image_format: ImageFormat,
+    psi: float | None = None,
 ) -> pb.InterpolateRequest:
+    """``label``: one class or blend held along the path, or a list of them to walk between."""
     request = pb.InterpolateRequest(
         model=model,
         keys=[latent_source(k) for k in keys],
@@ -175,8 +228,13 @@ def interpolate_request(
         method=pb.SLERP if method == "slerp" else pb.LERP,
         format=FORMATS[image_format],
     )
-    if label is not None:
-        request.label = label
+    if isinstance(label, (int, np.integer)):
+        request.label = int(label)
+    elif isinstance(label, Mapping):
+        request.blends.append(class_blend(label))
+    elif label is not None:
+        request.blends.extend(class_blend(item) for item in label)
+    _set_steering(request, psi)
     return request
 
 
@@ -188,7 +246,7 @@ def class_map_request(
     fixed: Sequence[float] | None,
     value_range: tuple[float, float] | None,
     plane: Sequence[LatentLike] | None,
-    label: int | None,
+    label: ClassLike | None,
     render_png: bool,
 ) -> pb.ClassMapRequest:
     request = pb.ClassMapRequest(
@@ -202,8 +260,10 @@ def class_map_request(
         request.range_min, request.range_max = value_range
     if plane is not None:
         request.plane.extend(latent_source(p) for p in plane)
-    if label is not None:
-        request.label = label
+    if isinstance(label, Mapping):
+        request.blend.CopyFrom(class_blend(label))
+    elif label is not None:
+        request.label = int(label)
     return request
 
 
@@ -211,9 +271,11 @@ def layer_activations_request(
     model: str,
     latents: Sequence[LatentLike],
     layers: Sequence[str],
-    labels: int | Sequence[int] | None,
+    labels: ClassLike | Sequence[ClassLike] | None,
     include_tensors: bool,
     heatmaps: bool,
+    psi: float | None = None,
+    edits: Sequence[EditLike] = (),
 ) -> pb.LayerActivationsRequest:
     request = pb.LayerActivationsRequest(
         model=model,
@@ -222,10 +284,8 @@ def layer_activations_request(
         include_tensors=include_tensors,
         heatmap_png=heatmaps,
     )
-    if labels is not None:
-        request.labels.extend(
-            [labels] if isinstance(labels, (int, np.integer)) else [int(x) for x in labels]
-        )
+    _set_classes(request, labels)
+    _set_steering(request, psi, edits)
     return request
 
 
