@@ -202,12 +202,7 @@ class Operations:
         gif_frames: list[np.ndarray] = []
         for start in range(0, steps, INTERPOLATION_CHUNK):
             chunk = path[start : start + INTERPOLATION_CHUNK]
-            part = steering.Classes(
-                *(
-                    None if a is None else a[start : start + INTERPOLATION_CHUNK]
-                    for a in (chosen.labels, chosen.weights)
-                )
-            )
+            part = chosen.part(start, start + INTERPOLATION_CHUNK)
             feeds = steering.model_inputs(model, chunk, part)
             result = await self.backend.infer(model.name, feeds, ["image"], timeout_s)
             if request.gif:

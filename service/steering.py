@@ -86,6 +86,10 @@ class Classes:
     labels: np.ndarray | None = None  # int64 [N]
     weights: np.ndarray | None = None  # float32 [N, num_classes], rows summing to 1
 
+    def part(self, start: int, stop: int) -> Classes:
+        """Images ``start:stop`` of these."""
+        return Classes(*(None if a is None else a[start:stop] for a in (self.labels, self.weights)))
+
 
 def classes(
     labels: Sequence[int],
