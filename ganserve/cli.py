@@ -367,6 +367,13 @@ def _loadtest_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--label", type=int, default=None, help="class for conditional models (default 0)"
     )
+    parser.add_argument("--psi", type=float, default=None, help="truncation in (0, 1]")
+    parser.add_argument(
+        "--edit-channels",
+        type=int,
+        default=0,
+        help="switch off this many channels of the last editable layer (a different set per request)",
+    )
     parser.add_argument(
         "--concurrency", default="1,8,32,64", help="closed loop: worker counts to sweep"
     )
@@ -396,6 +403,8 @@ def _run_loadtest(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         resolution=args.resolution,
         label=args.label,
+        psi=args.psi,
+        edit_channels=args.edit_channels,
         duration_s=args.duration_s,
         warmup_s=args.warmup_s,
         concurrency=tuple(parse_seed_ranges(args.concurrency)),

@@ -45,6 +45,21 @@ class LoadSpec:
     rate: float = 0.0  # > 0: open loop at this many requests per second
     timeout_s: float = 30.0
     token: str | None = None
+    psi: float | None = None  # Generate/Interpolate/activations: truncation
+    edit_channels: int = 0  # Generate/activations: switch off this many channels of the last
+    # editable layer, a different set in each request (so batches mix different edits)
+
+
+def _steer(request, spec: LoadSpec, model: pb.ModelInfo, index: int) -> None:
+    if spec.psi is not None:
+        request.psi = spec.psi
+    if spec.edit_channels and hasattr(request, "edits"):
+        if not model.editable_layers:
+            raise ValueError(f"{model.name} has no editable layers (exported before steering)")
+        layer = model.editable_layers[-1]
+        first = index * spec.edit_channels
+        channels = [(first + i) % layer.channels for i in range(spec.edit_channels)]
+        request.edits.add(layer=layer.layer, channels=channels, scale=0.0)
 
 
 @dataclass
@@ -88,12 +103,14 @@ def build_request(spec: LoadSpec, model: pb.ModelInfo, index: int):
         request = pb.GenerateRequest(model=spec.model, seeds=seeds)
         if label is not None:
             request.labels.append(label)
+        _steer(request, spec, model, index)
         return request
     if spec.rpc == "interpolate":
         keys = [pb.LatentSource(seed=index), pb.LatentSource(seed=index + 1)]
         request = pb.InterpolateRequest(model=spec.model, keys=keys, steps=max(spec.batch_size, 2))
         if label is not None:
             request.label = label
+        _steer(request, spec, model, index)
         return request
     if spec.rpc == "classmap":
         # A fresh plane per request (different fixed point), so the cache does not answer.
@@ -112,6 +129,7 @@ def build_request(spec: LoadSpec, model: pb.ModelInfo, index: int):
         )
         if label is not None:
             request.labels.append(label)
+        _steer(request, spec, model, index)
         return request
     raise ValueError(f"rpc must be one of {RPCS}, got {spec.rpc!r}")
 
