@@ -54,7 +54,7 @@ class FakeClient:
     def __init__(self, fail=lambda seeds: None):
         self.fail, self.calls = fail, []
 
-    def generate(self, model, seeds, labels=None, timeout_s=None):
+    def generate(self, model, seeds, labels=None, psi=None, timeout_s=None):
         self.calls.append(list(seeds))
         error = self.fail(list(seeds))
         if error is not None:

@@ -39,6 +39,20 @@ def test_png_job_writes_files_and_manifest_and_a_rerun_skips_everything(service,
     assert again["generated"] == 0 and again["skipped"] == 40
 
 
+def test_psi_truncates_and_the_manifest_records_the_latent_used(service, tmp_path, capsys):
+    out = tmp_path / "truncated"
+    args = ["batch", "--address", service.address, "--model", "cgan", "--seeds", "0-3", "--classes", "2",
+            "--out", str(out), "--progress", "0", "--psi", "0.5"]  # fmt: skip
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["generated"] == 4
+    for entry in check_lossless(out, 4):
+        np.testing.assert_allclose(
+            entry["latent"], 0.5 * latent_from_seed(entry["seed"], 6), atol=1e-7
+        )
+    assert main([*args[:-1], "1.5"]) == 2
+    assert "--psi must be in (0, 1], got 1.5" in capsys.readouterr().err
+
+
 def test_npz_shards_and_a_job_spec_mixing_models(service, tmp_path, capsys):
     job = tmp_path / "job.yaml"
     job.write_text(

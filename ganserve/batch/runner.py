@@ -194,7 +194,11 @@ class BatchJob:
                     image
                     for start in range(0, len(seeds), size)
                     for image in self.client.generate(
-                        model, seeds=seeds[start : start + size], labels=label, timeout_s=timeout_s
+                        model,
+                        seeds=seeds[start : start + size],
+                        labels=label,
+                        psi=self.settings.psi,
+                        timeout_s=timeout_s,
                     )
                 ]
             except GanserveClientError as exc:

@@ -34,6 +34,13 @@ class BatchSettings:
         metadata={"help": "stop (exit 5) when no call has succeeded for this long"},
     )
     timeout_s: float = field(default=60.0, metadata={"help": "deadline per call"})
+    psi: float | None = field(
+        default=None,
+        metadata={
+            "help": "truncation in (0, 1]: latents pulled toward the prior's centre (the manifest "
+            "records the latent used); give the same value when resuming"
+        },
+    )
     address: str = field(default="localhost:50051", metadata={"help": "service address"})
     token: str = field(default="", metadata={"help": "bearer token"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
@@ -76,6 +83,8 @@ class BatchSettings:
             if not allowed(value):
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} must be {allowed.__doc__}, got {value}")
+        if self.psi is not None and not 0 < self.psi <= 1:
+            raise UsageError(f"--psi must be in (0, 1], got {self.psi}")
         self.shard()
 
 
