@@ -198,6 +198,7 @@ def test_a_read_only_out_is_refused_with_exit_4_and_no_traceback(tmp_path, capsy
         (["--format", "gif"], "--format"),
         (["--shard-index", "3", "--shard-count", "3"], "--shard-index"),
         (["--shard-count", "0"], "--shard-count"),
+        (["--job", "/nonexistent/job.yaml"], "not a job file"),
     ],
 )
 def test_impossible_options_are_refused_up_front(tmp_path, capsys, flags, named):
@@ -255,7 +256,7 @@ def test_a_vanished_server_is_given_up_on_in_bounded_time_then_the_job_completes
     stdout, stderr = process.communicate(timeout=60)
     gave_up_after = time.monotonic() - gone
     assert process.returncode == 5 and "--give-up-after-s" in stderr, stderr
-    assert gave_up_after < 2 + 6
+    assert gave_up_after < 2 + 10  # a few seconds here; slack for a loaded machine
     stopped = json.loads(stdout)
     assert stopped["left"] > 0 and stopped["failed"] == 0  # an outage marks no call failed
     check_consistent(out)
@@ -274,4 +275,4 @@ def test_a_server_that_never_answers_is_given_up_on_whatever_the_job_size(tmp_pa
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 5, result.stderr
     report = json.loads(result.stdout)
-    assert report["left"] == 30000 and report["seconds"] < 2 + 4  # not 30,000 seeds' retries
+    assert report["left"] == 30000 and report["seconds"] < 2 + 10  # not 30,000 seeds' retries

@@ -32,7 +32,7 @@ def test_a_second_run_on_the_same_folder_exits_3_at_once_and_sigkill_leaves_no_s
         main(["batch", "--address", service.address, "--out", str(out), "--progress", "0", *flags])
         == 3
     )
-    assert time.monotonic() - started < 2
+    assert time.monotonic() - started < 5  # at once: no waiting for the lock
     error = capsys.readouterr().err
     assert "in use by ganserve batch (pid" in error and str(first.pid) in error
     first.send_signal(signal.SIGKILL)

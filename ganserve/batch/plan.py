@@ -94,17 +94,20 @@ SETTINGS_IN_JOB_FILE = {"out", "format", "shard_size", "request_size", "concurre
 
 def load_job(path: Path) -> tuple[list[JobItem], dict]:
     """A YAML/JSON job: ``items`` of model/seeds/classes, and settings that override the flags."""
-    data = yaml.safe_load(path.read_text())
-    if not isinstance(data, dict) or not data.get("items"):
-        raise UsageError(f"{path}: a job file needs a list of items (model, seeds, classes)")
-    items = [
-        JobItem(
-            item["model"],
-            tuple(parse_seed_ranges(str(item["seeds"]))),
-            parse_classes(item.get("classes")),
-        )
-        for item in data["items"]
-    ]
+    try:
+        data = yaml.safe_load(path.read_text())
+        items = [
+            JobItem(
+                str(item["model"]),
+                tuple(parse_seed_ranges(str(item["seeds"]))),
+                parse_classes(item.get("classes")),
+            )
+            for item in data["items"]
+        ]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise UsageError(
+            f"{path}: not a job file ({exc}); it needs items: [{{model, seeds, classes}}]"
+        ) from exc
     unknown = set(data) - SETTINGS_IN_JOB_FILE - {"items"}
     if unknown:
         raise UsageError(f"{path}: unknown keys {sorted(unknown)}")
