@@ -1,10 +1,24 @@
 """The one gate every call of the generation service passes, built once per method.
 
-It refuses calls without the bearer token when one is configured (UNAUTHENTICATED), refuses new
-calls while the server drains (UNAVAILABLE: clients retry elsewhere) and counts the
-calls in flight so the drain knows when they are done; it maps errors to status codes (errors.py)
-and records the per-call Prometheus metrics (method, status code, latency, in flight, images).
-The HTTP/JSON face passes the same gate (its calls labelled transport="http").
+It admits a call before its request body is read: it refuses calls without the bearer token when
+one is configured (UNAUTHENTICATED), new calls while the server drains (UNAVAILABLE: clients
+retry elsewhere) and calls beyond ``max_in_flight`` (RESOURCE_EXHAUSTED). Only then does it read
+and parse the request (bytes that do not parse: INVALID_ARGUMENT). It counts the calls in flight
+so the drain knows when they are done, maps errors to status codes (errors.py) and records the
+per-call Prometheus metrics (method, status code, latency, in flight, images).
+
+Why the body is read here: every method is registered as request-streaming (``handlers``), which
+in grpc.aio runs the handler before any message is received (a unary handler gets the message
+already read and parsed: a 60 MB body from a client without the token is held before anyone can
+refuse it, and a body that does not parse is answered UNKNOWN by grpc itself). On the wire
+nothing changes: clients still send one message. Errors set the status on the context and return
+instead of ``context.abort``: abort keeps its exception on the call's state, whose traceback holds
+the handler's frames, a reference cycle that kept each failed ClassMap's arrays until Python's
+cycle collector ran.
+
+The HTTP/JSON face passes the same gate (its calls labelled transport="http") with requests it
+has parsed itself: without a ``parse`` the gate admits the given request, and an error ends in the
+face context's ``abort`` (which raises the face's own exception) rather than a gRPC status.
 
 One wrapper, made when the servicer is built, rather than a chain of server interceptors: an
 interceptor runs on every call and builds a new handler each time (measured: two interceptors cost
@@ -18,14 +32,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
 
 from .auth import BearerToken
-from .errors import status_for
+from .errors import InvalidArgument, Overloaded, ShuttingDown, Unauthenticated, status_for
 from .metrics import ServiceMetrics
 
 SHUTTING_DOWN = "server is shutting down; retry on another instance"
 WRONG_TOKEN = "missing or wrong bearer token"
 OK = grpc.StatusCode.OK
+Parse = Callable[[bytes], object]  # a request message's bytes to the request
 
 
 def images_in(response) -> int:
@@ -37,9 +54,15 @@ def images_in(response) -> int:
 
 
 class CallGate:
-    def __init__(self, metrics: ServiceMetrics, token: BearerToken | None = None):
+    def __init__(
+        self,
+        metrics: ServiceMetrics,
+        token: BearerToken | None = None,
+        max_in_flight: int | None = None,
+    ):
         self.metrics = metrics
         self.token = token
+        self.max_in_flight = max_in_flight  # of this service's calls; health stays outside
         self.draining = False
         self.in_flight = 0
         self._idle = asyncio.Event()
@@ -75,50 +98,117 @@ class CallGate:
 
     # -- wrappers ----------------------------------------------------------------------------------
     def unary(
-        self, method: str, handler: Callable[..., Awaitable], transport: str = "grpc"
-    ) -> Callable[..., Awaitable]:
+        self,
+        method: str,
+        handler: Callable[..., Awaitable],
+        parse: Parse | None = None,
+        transport: str = "grpc",
+    ) -> Callable:
+        """``parse`` given (gRPC): ``guarded(requests, context)`` reads the one message itself once
+        the call is admitted; None: ``guarded(request, context)`` with a request already parsed."""
+
         async def guarded(request, context):
-            async with _Call(self, method, transport, context):
+            async with _Call(self, method, transport, context, parse) as call:
+                request = await call.admit(request)
                 response = await handler(request, context)
                 self.count_images(request, response)
                 return response
+            return None  # failed: the status is set, grpc sends no response with it
 
         return guarded
 
     def streaming(
-        self, method: str, handler: Callable[..., AsyncIterator], transport: str = "grpc"
-    ) -> Callable[..., AsyncIterator]:
+        self,
+        method: str,
+        handler: Callable[..., AsyncIterator],
+        parse: Parse | None = None,
+        transport: str = "grpc",
+    ) -> Callable:
         async def guarded(request, context):
-            async with _Call(self, method, transport, context):
+            async with _Call(self, method, transport, context, parse) as call:
+                request = await call.admit(request)
                 async for item in handler(request, context):
                     self.count_images(request, item)
                     yield item
 
         return guarded
 
+    def handlers(self, servicer, service) -> dict[str, grpc.RpcMethodHandler]:
+        """grpc method handlers for every method of ``service`` (a ServiceDescriptor), each
+        ``servicer``'s method of that name behind the gate."""
+        handlers = {}
+        for rpc in service.methods:
+            parse = protobuf_parser(message_factory.GetMessageClass(rpc.input_type))
+            serialize = message_factory.GetMessageClass(rpc.output_type).SerializeToString
+            method = getattr(servicer, rpc.name)
+            if rpc.server_streaming:
+                guarded = self.streaming(rpc.name, method, parse, "grpc")
+                handlers[rpc.name] = grpc.stream_stream_rpc_method_handler(
+                    guarded, response_serializer=serialize
+                )
+            else:
+                guarded = self.unary(rpc.name, method, parse, "grpc")
+                handlers[rpc.name] = grpc.stream_unary_rpc_method_handler(
+                    guarded, response_serializer=serialize
+                )
+        return handlers
+
+
+def protobuf_parser(request_type) -> Parse:
+    """``request_type.FromString``, with bytes that do not parse answered INVALID_ARGUMENT."""
+
+    def parse(raw: bytes):
+        try:
+            return request_type.FromString(raw)
+        except DecodeError:
+            raise InvalidArgument(
+                "request", f"the bytes are not a valid {request_type.DESCRIPTOR.full_name}"
+            ) from None
+
+    return parse
+
 
 class _Call:
-    """One call through the gate: admitted on entry, counted and mapped to a status on exit."""
+    """One call through the gate: admitted and read by ``read``, counted and mapped to a status
+    on exit (where an error is turned into the call's status and suppressed)."""
 
-    __slots__ = ("context", "gate", "method", "started", "transport")
+    __slots__ = ("admitted", "context", "gate", "method", "parse", "started", "transport")
 
     def __init__(
-        self, gate: CallGate, method: str, transport: str, context: grpc.aio.ServicerContext
+        self,
+        gate: CallGate,
+        method: str,
+        transport: str,
+        context: grpc.aio.ServicerContext,
+        parse: Parse | None,
     ):
-        self.gate, self.method, self.transport, self.context = gate, method, transport, context
+        self.gate, self.method, self.transport = gate, method, transport
+        self.context, self.parse = context, parse
+        self.admitted = False
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> _Call:
+        return self
+
+    async def admit(self, request):
+        """Admit the call; then (gRPC) read its one request message and parse it."""
         gate, method, context = self.gate, self.method, self.context
         if gate.token is not None and not gate.token.admits(context.invocation_metadata()):
-            gate._count(method, grpc.StatusCode.UNAUTHENTICATED, self.transport)
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, WRONG_TOKEN)
+            raise Unauthenticated(WRONG_TOKEN)
         if gate.draining:
-            gate._count(method, grpc.StatusCode.UNAVAILABLE, self.transport)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
+            raise ShuttingDown(SHUTTING_DOWN)
+        if gate.max_in_flight is not None and gate.in_flight >= gate.max_in_flight:
+            raise Overloaded(f"{gate.in_flight} calls in flight, the limit; retry later")
         gate.in_flight += 1
         gate._idle.clear()
         gate.metrics.in_flight.labels(method).inc()
         self.started = time.perf_counter()
+        self.admitted = True
+        if self.parse is None:
+            return request
+        raw = await context.read()
+        if raw is grpc.aio.EOF:
+            raise InvalidArgument("request", "the call carried no request message")
+        return self.parse(raw)
 
     async def __aexit__(self, kind, error, traceback) -> bool:
         gate, method = self.gate, self.method
@@ -131,13 +221,18 @@ class _Call:
         else:
             code = grpc.StatusCode.UNKNOWN
         gate._count(method, code, self.transport)
-        gate.metrics.latency.labels(method, self.transport).observe(
-            time.perf_counter() - self.started
-        )
-        gate.metrics.in_flight.labels(method).dec()
-        gate.in_flight -= 1
-        if gate.in_flight == 0:
-            gate._idle.set()
+        if self.admitted:
+            gate.metrics.latency.labels(method, self.transport).observe(
+                time.perf_counter() - self.started
+            )
+            gate.metrics.in_flight.labels(method).dec()
+            gate.in_flight -= 1
+            if gate.in_flight == 0:
+                gate._idle.set()
         if isinstance(error, Exception):  # mapped to a status, never a traceback
-            await self.context.abort(code, message)
+            if self.parse is None:  # another face: its context raises its own exception
+                await self.context.abort(code, message)
+            self.context.set_code(code)
+            self.context.set_details(message)
+            return True
         return False

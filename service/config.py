@@ -38,10 +38,22 @@ class ServeConfig:
         },
     )
     max_message_bytes: int = field(
-        default=64 * 1024 * 1024, metadata={"help": "largest gRPC message"}
+        default=64 * 1024 * 1024,
+        metadata={"help": "largest response message (a bigger one is refused before it is built)"},
+    )
+    max_request_bytes: int = field(
+        default=4 * 1024 * 1024,
+        metadata={
+            "help": "largest request message (the largest legal one, 1024 latents of 200 values, "
+            "is under 1 MB); bigger ones are refused by gRPC"
+        },
     )
     max_concurrent_rpcs: int = field(
-        default=256, metadata={"help": "RPCs beyond this get RESOURCE_EXHAUSTED"}
+        default=256,
+        metadata={
+            "help": "generation calls beyond this get RESOURCE_EXHAUSTED before their request "
+            "is read (health and reflection are not counted)"
+        },
     )
     batching: bool = field(default=True, metadata={"help": "embedded: merge concurrent requests"})
     max_batch_size: int = field(default=64, metadata={"help": "embedded: largest merged batch"})
@@ -70,7 +82,11 @@ class ServeConfig:
     )
     max_steps: int = field(default=1000, metadata={"help": "most Interpolate frames"})
     max_grid: int = field(
-        default=512, metadata={"help": "largest ClassMap resolution (cells per side)"}
+        default=256,
+        metadata={
+            "help": "largest ClassMap resolution (cells per side); 256² takes ~12 s on 2 cores, "
+            "within the SDK's 30 s default deadline; raise it together with clients' deadlines"
+        },
     )
     classmap_cache_entries: int = field(
         default=64, metadata={"help": "ClassMap results kept for reuse"}
@@ -82,6 +98,23 @@ class ServeConfig:
     tls_key: str = field(default="", metadata={"help": "server private key (PEM)"})
     tls_client_ca: str = field(
         default="", metadata={"help": "CA for client certificates; enables mutual TLS"}
+    )
+    metrics_tls_cert: str = field(
+        default="",
+        metadata={"help": "/metrics over HTTPS with this certificate (default: --tls-cert)"},
+    )
+    metrics_tls_key: str = field(
+        default="", metadata={"help": "private key for --metrics-tls-cert (default: --tls-key)"}
+    )
+    metrics_tls_client_ca: str = field(
+        default="",
+        metadata={
+            "help": "/metrics requires client certificates from this CA (default: --tls-client-ca)"
+        },
+    )
+    metrics_plaintext: bool = field(
+        default=False,
+        metadata={"help": "serve /metrics over plain HTTP even when gRPC uses TLS"},
     )
     auth_token_file: str = field(
         default="", metadata={"help": "file holding the bearer token clients must send"}

@@ -92,7 +92,11 @@ class ServiceMetrics:
                 1
             )
 
-    def serve_http(self, port: int, address: str = "0.0.0.0"):
-        """Start ``/metrics``; returns the HTTP server (``server_port`` is the bound port)."""
-        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+    def serve_http(self, port: int, address: str = "0.0.0.0", tls: dict | None = None):
+        """Start ``/metrics``; returns the HTTP server (``server_port`` is the bound port).
+        ``tls``: prometheus-client's ``certfile``, ``keyfile``, ``client_cafile`` and
+        ``client_auth_required`` for HTTPS, with client certificates when a CA is given."""
+        server, _thread = start_http_server(
+            port, addr=address, registry=self.registry, **(tls or {})
+        )
         return server

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ganserve.v1 import generation_pb2 as pb
-from ganserve.v1 import generation_pb2_grpc as pb_grpc
 
 from .auth import BearerToken, load_token
 from .backends.base import Backend
@@ -30,8 +30,31 @@ from .operations import Operations
 from .servicer import GenerationServicer
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GenerationService"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["GenerationService"]
+SERVICE_NAME = SERVICE.full_name
+HEALTH_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 HEALTH_PROBE_S = 0.5
+
+
+def reflection_pool() -> descriptor_pool.DescriptorPool:
+    """Only the API's and health's proto files and what they import: the default pool also holds
+    whatever else this process loaded (Triton's protos), which reflection would hand out."""
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(file) -> None:
+        if file.name in added:
+            return
+        for dependency in file.dependencies:  # a file is added after the files it imports
+            add(dependency)
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        pool.Add(proto)
+        added.add(file.name)
+
+    add(pb.DESCRIPTOR)
+    add(health_pb2.DESCRIPTOR)
+    return pool
 
 
 def build_backend(config: ServeConfig, metrics: ServiceMetrics) -> Backend:
@@ -64,6 +87,22 @@ def _credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+def _metrics_tls(config: ServeConfig) -> dict[str, str | bool]:
+    """prometheus-client's TLS arguments for /metrics: by default the gRPC port's certificate and
+    client CA, so turning TLS on never leaves the metrics in plain HTTP by accident."""
+    cert = config.metrics_tls_cert or config.tls_cert
+    if config.metrics_plaintext or not cert:
+        return {}
+    client_ca = config.metrics_tls_client_ca or config.tls_client_ca
+    tls: dict[str, str | bool] = {
+        "certfile": cert,
+        "keyfile": config.metrics_tls_key or config.tls_key,
+    }
+    if client_ca:
+        tls.update(client_cafile=client_ca, client_auth_required=True)
+    return tls
 
 
 @dataclass
@@ -140,28 +179,22 @@ async def create_server(config: ServeConfig, backend: Backend | None = None) -> 
     backend = backend or build_backend(config, metrics)
     await backend.start()
     token = load_token(config.auth_token_file, config.auth_token_env)
-    calls = CallGate(metrics, BearerToken(token) if token else None)
+    # The call limit is the gate's, not grpc's `maximum_concurrent_rpcs`: grpc's counts every
+    # call, health checks included, so a busy server would fail its liveness probes.
+    calls = CallGate(metrics, BearerToken(token) if token else None, config.max_concurrent_rpcs)
     options = [
         ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_receive_message_length", config.max_request_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(
-        options=options,
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
-    )
+    server = grpc.aio.server(options=options)
     operations = Operations(backend, config)
-    pb_grpc.add_GenerationServiceServicer_to_server(GenerationServicer(operations, calls), server)
+    handlers = calls.handlers(GenerationServicer(operations), SERVICE)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    reflection.enable_server_reflection((SERVICE_NAME, HEALTH_NAME), server, reflection_pool())
     credentials = _credentials(config)
     port = (
         server.add_secure_port(config.address, credentials)
@@ -178,7 +211,7 @@ async def create_server(config: ServeConfig, backend: Backend | None = None) -> 
             GenerationServicer(operations, calls, transport="http"), config, host
         )
     if config.metrics_port >= 0:
-        service.metrics_http = metrics.serve_http(config.metrics_port, host)
+        service.metrics_http = metrics.serve_http(config.metrics_port, host, _metrics_tls(config))
     ready = backend.is_ready()
     await service._publish(ready)
     service._watch = asyncio.get_running_loop().create_task(service._watch_backend(ready))

@@ -1,5 +1,6 @@
-"""The gRPC servicer: thin. Each method hands the request to one operation; every method passes
-the call gate (calls.py), which drains, records metrics and maps errors in one place."""
+"""The servicer: thin. Each method hands the request to one operation; every method passes the
+call gate (calls.py; gRPC through ``CallGate.handlers``), which admits, reads the request, drains,
+records metrics and maps errors in one place."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from ganserve.v1 import generation_pb2_grpc as pb_grpc
 from .calls import CallGate
 from .operations import Operations
 
-UNARY = ("ListModels", "GetModel", "Generate", "ClassMap", "LayerActivations")
-STREAMING = ("Interpolate",)
+SERVICE = pb.DESCRIPTOR.services_by_name["GenerationService"]
 
 
 def _time_left(context: grpc.aio.ServicerContext) -> float | None:
@@ -21,14 +21,17 @@ def _time_left(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class GenerationServicer(pb_grpc.GenerationServiceServicer):
-    def __init__(self, operations: Operations, gate: CallGate, transport: str = "grpc"):
+    def __init__(
+        self, operations: Operations, gate: CallGate | None = None, transport: str = "grpc"
+    ):
         self.ops = operations
-        # Each RPC method is replaced, on this instance, by the same method behind the gate. The
-        # HTTP face makes its own instance (transport "http") over the same operations and gate.
-        for name in UNARY:
-            setattr(self, name, gate.unary(name, getattr(self, name), transport))
-        for name in STREAMING:
-            setattr(self, name, gate.streaming(name, getattr(self, name), transport))
+        # gRPC registers this instance's methods through gate.handlers (the gate reads the body).
+        # Another face passes parsed requests: with a gate, each method is replaced, on this
+        # instance, by the same method behind it (the HTTP face's instance, transport "http").
+        if gate is not None:
+            for rpc in SERVICE.methods:
+                wrap = gate.streaming if rpc.server_streaming else gate.unary
+                setattr(self, rpc.name, wrap(rpc.name, getattr(self, rpc.name), None, transport))
 
     async def ListModels(self, request: pb.ListModelsRequest, context) -> pb.ListModelsResponse:
         return self.ops.list_models()
