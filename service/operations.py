@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,7 @@ from ganserve.v1 import generation_pb2 as pb
 
 from . import imaging, steering
 from . import validation as check
+from .admission import FrameBudget
 from .backends.base import Backend
 from .config import ServeConfig
 from .errors import InvalidArgument
@@ -29,6 +31,9 @@ KIND_TO_PROTO = {
 INTERPOLATION_CHUNK = 16  # frames per inference while streaming
 CLASSMAP_CHUNK = 4096  # cells per inference: bounds memory at 256² and above
 OFFLOAD_IMAGES = 8  # from this many images on, encode in a worker thread beside the event loop
+GIF_SCALE = 4  # GIF frames are upscaled so 28×28 images are visible
+GIF_FRAME_MS = (20, 10_000)  # browsers show shorter frames at 100 ms; PIL overflows past 655 s
+TENSOR_OVERHEAD_BYTES = 48  # a Tensor message's tags, lengths and shape, beyond its data
 
 
 def tensor(array: np.ndarray) -> pb.Tensor:
@@ -89,6 +94,29 @@ async def _encoded(model: ModelDescription, images: np.ndarray, image_format: in
     return await asyncio.to_thread(_images, model, images, image_format)
 
 
+def _tensor_bytes(shape: tuple[int, ...]) -> int:
+    return 4 * math.prod(shape) + TENSOR_OVERHEAD_BYTES
+
+
+def _activations_bytes(
+    shapes: list[tuple[int, ...]], latent_dim: int, include_tensors: bool
+) -> int:
+    """What a LayerActivations response of these layer shapes carries before heat maps: every
+    tensor sent (float32 data plus framing) and the latents; not the full activations unless
+    they are asked for."""
+    count = shapes[0][0]
+    size = count * (4 * latent_dim + 8)
+    for shape in shapes:
+        size += 64  # the layer's name, shape and framing
+        if include_tensors:
+            size += _tensor_bytes(shape)
+        if len(shape) == 4:  # conv: channel means [N, C] and mean maps [N, H, W]
+            size += _tensor_bytes(shape[:2]) + _tensor_bytes((count, *shape[2:]))
+        else:
+            size += _tensor_bytes(shape)
+    return size
+
+
 @dataclass
 class Operations:
     backend: Backend
@@ -96,6 +124,7 @@ class Operations:
 
     def __post_init__(self) -> None:
         self._classmap_cache: OrderedDict[bytes, pb.ClassMapResponse] = OrderedDict()
+        self._streams = FrameBudget(self.config.max_queued_images)
 
     # -- models ----------------------------------------------------------------------------------
     def list_models(self) -> pb.ListModelsResponse:
@@ -140,6 +169,7 @@ class Operations:
         latents = truncate(latents, steering.psi(request))
         chosen = steering.classes(request.labels, request.blends, len(latents), model)
         scales = steering.channel_scales(request.edits, model)
+        check.enum_value(request.format, pb.ImageFormat, "format")
         check.fits_message(
             len(latents) * _image_bytes_per_item(model, request.format),
             self.config.max_message_bytes,
@@ -191,41 +221,56 @@ class Operations:
         else:
             label = check.single_label(request.label if request.HasField("label") else None, model)
             chosen = steering.Classes(labels=None if label is None else np.repeat(label, steps))
+        check.enum_value(request.method, pb.InterpolationMethod, "method")
+        check.enum_value(request.format, pb.ImageFormat, "format")
         method = "slerp" if request.method == pb.SLERP else "lerp"
         check.fits_message(
             _image_bytes_per_item(model, request.format), self.config.max_message_bytes, "format"
         )
         frame_ms = request.gif_frame_ms or 80
+        if request.gif_frame_ms:
+            check.in_range(request.gif_frame_ms, *GIF_FRAME_MS, "gif_frame_ms")
+        if request.gif:  # bounded before the first frame is sent, not after the last
+            pixels = math.prod(model.image_shape[1:]) * GIF_SCALE**2
+            check.fits_message(
+                steps * (pixels * 3 // 2 + 1024), self.config.max_message_bytes, "gif"
+            )
         path = (
             path_through(list(keys), steps, method) if len(keys) > 1 else np.repeat(keys, steps, 0)
         )
         gif_frames: list[np.ndarray] = []
-        for start in range(0, steps, INTERPOLATION_CHUNK):
-            chunk = path[start : start + INTERPOLATION_CHUNK]
-            part = chosen.part(start, start + INTERPOLATION_CHUNK)
-            feeds = steering.model_inputs(model, chunk, part)
-            result = await self.backend.infer(model.name, feeds, ["image"], timeout_s)
-            if request.gif:
-                gif_frames.extend(imaging.to_uint8_hwc(result["image"]))
-            encoded = await _encoded(model, result["image"], request.format)
-            for offset, fields in enumerate(encoded):
-                index = start + offset
-                image = pb.GeneratedImage(latent=pb.Latent(values=chunk[offset].tolist()), **fields)
-                at_key = index * (len(keys) - 1) / (steps - 1)
-                if at_key == int(at_key) and key_seeds[int(at_key)] is not None:
-                    image.seed = key_seeds[int(at_key)]
-                steering.report(image, part, offset)
-                yield pb.InterpolateFrame(index=index, t=index / (steps - 1), image=image)
+        with self._streams.hold(model.name, steps, timeout_s) as sent:
+            for start in range(0, steps, INTERPOLATION_CHUNK):
+                chunk = path[start : start + INTERPOLATION_CHUNK]
+                part = chosen.part(start, start + INTERPOLATION_CHUNK)
+                feeds = steering.model_inputs(model, chunk, part)
+                result = await self.backend.infer(model.name, feeds, ["image"], timeout_s)
+                if request.gif:
+                    gif_frames.extend(imaging.to_uint8_hwc(result["image"]))
+                encoded = await _encoded(model, result["image"], request.format)
+                for offset, fields in enumerate(encoded):
+                    index = start + offset
+                    image = pb.GeneratedImage(
+                        latent=pb.Latent(values=chunk[offset].tolist()), **fields
+                    )
+                    at_key = index * (len(keys) - 1) / (steps - 1)
+                    if at_key == int(at_key) and key_seeds[int(at_key)] is not None:
+                        image.seed = key_seeds[int(at_key)]
+                    steering.report(image, part, offset)
+                    yield pb.InterpolateFrame(index=index, t=index / (steps - 1), image=image)
+                sent(len(chunk))
         if request.gif:
-            gif = await asyncio.to_thread(imaging.gif_bytes, gif_frames, frame_ms)
+            gif = await asyncio.to_thread(imaging.gif_bytes, gif_frames, frame_ms, GIF_SCALE)
             check.fits_message(len(gif), self.config.max_message_bytes, "gif")
             yield pb.InterpolateFrame(index=steps, t=1.0, gif=gif)
 
     # -- ClassMap --------------------------------------------------------------------------------
     def _plane(
         self, request: pb.ClassMapRequest, model: ModelDescription, resolution: int
-    ) -> np.ndarray:
-        """Latents of every cell, row-major, row 0 at the top."""
+    ) -> Callable[[int, int], np.ndarray]:
+        """Checks the plane, then returns ``cells(start, stop)``: the latents of those cells,
+        row-major, row 0 at the top. Made a chunk at a time: a 512² map of a 100-d latent would
+        be 105 MB at once."""
         if len(request.plane):
             if len(request.plane) != 3:
                 raise InvalidArgument(
@@ -234,10 +279,13 @@ class Operations:
             a, b, c = check.latent_sources(request.plane, model, "plane")[0]
             u = np.linspace(0.0, 1.0, resolution, dtype=np.float32)
             v = np.linspace(1.0, 0.0, resolution, dtype=np.float32)
-            uu, vv = np.meshgrid(u, v)
-            return (a + uu.reshape(-1, 1) * (b - a) + vv.reshape(-1, 1) * (c - a)).astype(
-                np.float32
-            )
+
+            def through_points(start: int, stop: int) -> np.ndarray:
+                rows, columns = np.divmod(np.arange(start, stop), resolution)
+                uu, vv = u[columns].reshape(-1, 1), v[rows].reshape(-1, 1)
+                return (a + uu * (b - a) + vv * (c - a)).astype(np.float32)
+
+            return through_points
         dim = model.latent_dim
         axis_x = request.axis_x if request.HasField("axis_x") else 0
         axis_y = request.axis_y if request.HasField("axis_y") else 1
@@ -262,12 +310,16 @@ class Operations:
             )
         xs = np.linspace(low, high, resolution, dtype=np.float32)
         ys = np.linspace(high, low, resolution, dtype=np.float32)
-        grid = np.zeros((resolution * resolution, dim), dtype=np.float32)
-        xx, yy = np.meshgrid(xs, ys)
-        grid[:, axis_x], grid[:, axis_y] = xx.reshape(-1), yy.reshape(-1)
-        if others:
-            grid[:, others] = fixed
-        return grid
+
+        def section(start: int, stop: int) -> np.ndarray:
+            rows, columns = np.divmod(np.arange(start, stop), resolution)
+            grid = np.zeros((stop - start, dim), dtype=np.float32)
+            grid[:, axis_x], grid[:, axis_y] = xs[columns], ys[rows]
+            if others:
+                grid[:, others] = fixed
+            return grid
+
+        return section
 
     async def class_map(
         self, request: pb.ClassMapRequest, timeout_s: float | None
@@ -293,11 +345,13 @@ class Operations:
             cached.CopyFrom(self._classmap_cache[key])
             cached.cached = True
             return cached
-        grid = self._plane(request, model, resolution)
+        plane = self._plane(request, model, resolution)
         ensemble = self.backend.classmap_ensemble(model.name, classifier.name)
-        logits = []
+        class_ids = np.empty(cells, dtype=np.int64)
+        confidences = np.empty(cells, dtype=np.float32)
         for start in range(0, cells, CLASSMAP_CHUNK):
-            chunk = grid[start : start + CLASSMAP_CHUNK]
+            stop = min(start + CLASSMAP_CHUNK, cells)
+            chunk = plane(start, stop)
             chosen = steering.Classes(
                 labels=None if label is None else np.repeat(label, len(chunk)),
                 weights=None if blend is None else np.repeat(blend, len(chunk), axis=0),
@@ -312,19 +366,19 @@ class Operations:
                 out = await self.backend.infer(
                     classifier.name, {"image": images}, ["logits"], timeout_s
                 )
-            logits.append(out["logits"])
-        all_logits = np.concatenate(logits).astype(np.float64)
-        probabilities = np.exp(all_logits - all_logits.max(axis=1, keepdims=True))
-        probabilities /= probabilities.sum(axis=1, keepdims=True)
-        class_ids = probabilities.argmax(axis=1)
-        confidences = probabilities[np.arange(cells), class_ids]
+            logits = out["logits"].astype(np.float64)
+            probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probabilities /= probabilities.sum(axis=1, keepdims=True)
+            ids = probabilities.argmax(axis=1)
+            class_ids[start:stop] = ids
+            confidences[start:stop] = probabilities[np.arange(len(ids)), ids]
         counts = np.bincount(class_ids, minlength=classifier.num_classes)
         shares = (counts / cells).tolist()
         names = list(classifier.class_names)
         response = pb.ClassMapResponse(
             resolution=resolution,
             class_ids=class_ids.tolist(),
-            confidences=confidences.astype(np.float32).tolist(),
+            confidences=confidences.tolist(),
             shares=[
                 pb.ClassShare(class_id=i, name=n, share=s)
                 for i, (n, s) in enumerate(zip(names, shares, strict=True))
@@ -358,15 +412,13 @@ class Operations:
         chosen = steering.classes(request.labels, request.blends, len(latents), model)
         scales = steering.channel_scales(request.edits, model)
         layers = list(request.layers) or list(model.layer_names)
-        unknown = [name for name in layers if name not in model.layer_names]
-        if unknown:
-            raise InvalidArgument(
-                "layers", f"unknown {unknown}; {model.name!r} has {list(model.layer_names)}"
-            )
+        check.known_names(layers, model.layer_names, "layers", repr(model.name))
         feeds = steering.model_inputs(model, latents, chosen, scales)
         result = await self.backend.infer(model.name, feeds, layers, timeout_s)
-        size = sum(result[name].nbytes * (2 if request.include_tensors else 1) for name in layers)
-        check.fits_message(size, self.config.max_message_bytes, "layers")
+        size = _activations_bytes(
+            [result[name].shape for name in layers], model.latent_dim, request.include_tensors
+        )
+        check.fits_message(size, self.config.max_message_bytes, "latents (count)")
         response = pb.LayerActivationsResponse(
             latents=[pb.Latent(values=z.tolist()) for z in latents]
         )
@@ -384,4 +436,8 @@ class Operations:
             else:  # dense: the units are the channels
                 entry.channel_means.CopyFrom(tensor(values.reshape(len(values), -1)))
             response.layers.append(entry)
+        if request.heatmap_png:  # their PNG sizes are known only now
+            check.fits_message(
+                response.ByteSize(), self.config.max_message_bytes, "latents (count)"
+            )
         return response

@@ -11,7 +11,7 @@ from ganserve.latents import MAX_SEED, latent_from_seed
 from ganserve.v1 import generation_pb2 as pb
 
 from .backends.base import Backend
-from .errors import FailedPrecondition, InvalidArgument, ModelNotFound
+from .errors import FailedPrecondition, InvalidArgument, ModelNotFound, shown
 
 
 def served_model(backend: Backend, name: str, field: str = "model") -> ModelDescription:
@@ -134,6 +134,22 @@ def in_range(value: int, low: int, high: int, field: str) -> int:
     if not low <= value <= high:
         raise InvalidArgument(field, f"{value} is outside [{low}, {high}]")
     return value
+
+
+def enum_value(value: int, enum, field: str) -> int:
+    """A proto3 enum field holds any int32 a client sends: refuse the ones the API does not name."""
+    if value not in enum.DESCRIPTOR.values_by_number:
+        names = ", ".join(f"{v.name} ({v.number})" for v in enum.DESCRIPTOR.values)
+        raise InvalidArgument(field, f"{value} is not one of {names}")
+    return value
+
+
+def known_names(values: Sequence[str], known: Sequence[str], field: str, owner: str) -> None:
+    """Every value is one of ``known``; the refusal shows a few unknown ones, each cut short."""
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        listed = ", ".join(shown(v) for v in unknown[:3]) + (" …" if len(unknown) > 3 else "")
+        raise InvalidArgument(field, f"unknown {listed}; {owner} has {list(known)}")
 
 
 def fits_message(estimated_bytes: int, limit_bytes: int, what: str) -> None:
