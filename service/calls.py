@@ -11,10 +11,11 @@ Why the body is read here: every method is registered as request-streaming (``ha
 in grpc.aio runs the handler before any message is received (a unary handler gets the message
 already read and parsed: a 60 MB body from a client without the token is held before anyone can
 refuse it, and a body that does not parse is answered UNKNOWN by grpc itself). On the wire
-nothing changes: clients still send one message. Errors set the status on the context and return
-instead of ``context.abort``: abort keeps its exception on the call's state, whose traceback holds
-the handler's frames, a reference cycle that kept each failed ClassMap's arrays until Python's
-cycle collector ran.
+nothing changes: clients still send one message. An error becomes the call's status (abort) only
+once the error is let go: ``context.abort`` inside the error's handling chained the error
+(and through its traceback the operation's frames) to the exception abort keeps on the call's
+state, a reference cycle that kept each failed ClassMap's arrays until Python's cycle collector
+ran.
 
 The HTTP/JSON face passes the same gate (its calls labelled transport="http") with requests it
 has parsed itself: without a ``parse`` the gate admits the given request, and an error ends in the
@@ -113,7 +114,12 @@ class CallGate:
                 response = await handler(request, context)
                 self.count_images(request, response)
                 return response
-            return None  # failed: the status is set, grpc sends no response with it
+            # Failed (gRPC): abort, as a status set on the context would go out with an empty
+            # response message, which commits the call and stops the client's retries. Abort
+            # keeps its exception, and this frame, on the call's state (a reference cycle), so
+            # the request is let go first; the operation's frames went with the error.
+            request = None
+            await context.abort(*call.status)
 
         return guarded
 
@@ -130,6 +136,9 @@ class CallGate:
                 async for item in handler(request, context):
                     self.count_images(request, item)
                     yield item
+            if call.status is not None:  # failed (gRPC): the status goes out alone
+                context.set_code(call.status[0])
+                context.set_details(call.status[1])
 
         return guarded
 
@@ -172,7 +181,7 @@ class _Call:
     """One call through the gate: admitted and read by ``read``, counted and mapped to a status
     on exit (where an error is turned into the call's status and suppressed)."""
 
-    __slots__ = ("admitted", "context", "gate", "method", "parse", "started", "transport")
+    __slots__ = ("admitted", "context", "gate", "method", "parse", "started", "status", "transport")
 
     def __init__(
         self,
@@ -185,6 +194,7 @@ class _Call:
         self.gate, self.method, self.transport = gate, method, transport
         self.context, self.parse = context, parse
         self.admitted = False
+        self.status: tuple[grpc.StatusCode, str] | None = None  # of a failed call
 
     async def __aenter__(self) -> _Call:
         return self
@@ -232,7 +242,6 @@ class _Call:
         if isinstance(error, Exception):  # mapped to a status, never a traceback
             if self.parse is None:  # another face: its context raises its own exception
                 await self.context.abort(code, message)
-            self.context.set_code(code)
-            self.context.set_details(message)
+            self.status = (code, message)  # sent by the wrapper once the error is let go
             return True
         return False

@@ -46,7 +46,7 @@ HTTP_STATUS = {
 }  # fmt: skip
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
-# JSON carries bytes as base64 and floats as text: allow a body this many times a gRPC message.
+# JSON carries bytes as base64 and floats as text: allow a body this many times a gRPC request.
 JSON_OVERHEAD = 3
 # grpc-gateway's deadline header: "<digits><unit>", as on the gRPC wire.
 TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
@@ -264,7 +264,7 @@ def build_app(servicer: GenerationServicer, config: ServeConfig) -> web.Applicat
         verbs = ", ".join(sorted({r.verb for r in table} | {"OPTIONS"}))
         middlewares.append(_cors_middleware(origins, verbs))
     app = web.Application(
-        client_max_size=config.max_message_bytes * JSON_OVERHEAD, middlewares=middlewares
+        client_max_size=config.max_request_bytes * JSON_OVERHEAD, middlewares=middlewares
     )
     for route in table:
         handler = _handler(route, getattr(servicer, route.rpc))

@@ -15,7 +15,6 @@ from ganserve.service.http_routes import SERVICE, RouteError, routes
 from ganserve.v1 import generation_pb2 as pb
 from ganserve.v1 import generation_pb2_grpc as pb_grpc
 from tests.conftest import RunningService, serve_config
-from tests.test_service_operations import certificates  # noqa: F401 - a fixture
 from tests.test_service_rpcs import _sample
 
 
@@ -310,7 +309,7 @@ def test_http_port_minus_one_turns_the_face_off(tiny_repo):
         service.stop()
 
 
-def test_https_and_mutual_tls_use_the_grpc_settings(tiny_repo, certificates):  # noqa: F811
+def test_https_and_mutual_tls_use_the_grpc_settings(tiny_repo, certificates):
     tls = dict(tls_cert=str(certificates / "server.pem"), tls_key=str(certificates / "server.key"))
     service = RunningService(serve_config(tiny_repo, **tls, tls_client_ca=str(certificates / "ca.pem")))  # fmt: skip
     try:

@@ -97,7 +97,7 @@ def test_hostile_input_gets_a_clear_status_naming_the_field(
 
 
 def _count(service, rpc: str, code: str) -> float:
-    pattern = rf'^ganserve_requests_total\{{code="{code}",method="{rpc}"\}} (\S+)$'
+    pattern = rf'^ganserve_requests_total\{{code="{code}",method="{rpc}",transport="grpc"\}} (\S+)$'
     found = re.search(pattern, service.metrics_text(), re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
@@ -150,7 +150,6 @@ def test_reflection_lists_and_serves_only_the_api_and_health(service):
         reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.health.v1.Health"),
         reflection_pb2.ServerReflectionRequest(file_containing_symbol="inference.GRPCInferenceService"),
         reflection_pb2.ServerReflectionRequest(file_containing_symbol="inference.ModelConfig"),
-        reflection_pb2.ServerReflectionRequest(file_by_filename="google/protobuf/descriptor.proto"),
         reflection_pb2.ServerReflectionRequest(file_by_filename="grpc_service.proto"),
     ]  # fmt: skip
     answers = list(reflection.ServerReflectionInfo(iter(asks)))
@@ -193,7 +192,7 @@ def test_health_answers_while_every_call_slot_is_taken(tiny_repo):
         request = pb.InterpolateRequest(
             model="gen2d", keys=KEYS, steps=100_000, format=pb.RAW_FLOAT32
         )
-        streams = [stub.Interpolate(request, timeout=60) for _ in range(3)]
+        streams = [stub.Interpolate(request) for _ in range(3)]  # no deadline: all admitted
         for stream in streams:
             next(stream)
         for _ in range(5):
@@ -210,12 +209,12 @@ def test_health_answers_while_every_call_slot_is_taken(tiny_repo):
 
 
 def test_interpolate_overload_is_refused_at_once_not_left_to_miss_deadlines(tiny_repo):
-    # Room for three 1,000-frame streams per model; 24 at once would need 8x that.
-    running = RunningService(serve_config(tiny_repo, max_queued_images=3000))
+    # Room for three 300-frame streams per model; 24 at once would need 8x that.
+    running = RunningService(serve_config(tiny_repo, max_queued_images=900))
     channel = grpc.insecure_channel(running.address)
     stub = pb_grpc.GenerationServiceStub(channel)
-    request = pb.InterpolateRequest(model="gen2d", keys=KEYS, steps=1000)
-    deadline_s = 15
+    request = pb.InterpolateRequest(model="gen2d", keys=KEYS, steps=300)
+    deadline_s = 30
 
     def one_stream(_):
         started = time.monotonic()
@@ -231,7 +230,7 @@ def test_interpolate_overload_is_refused_at_once_not_left_to_miss_deadlines(tiny
             results = list(pool.map(one_stream, range(24)))
         codes = [code for code, _, _ in results]
         assert set(codes) == {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
-        assert all(frames == 1000 for code, _, frames in results if code == grpc.StatusCode.OK)
+        assert all(frames == 300 for code, _, frames in results if code == grpc.StatusCode.OK)
         refused_s = [s for code, s, _ in results if code == grpc.StatusCode.RESOURCE_EXHAUSTED]
         assert max(refused_s) < deadline_s / 3, refused_s
         assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
