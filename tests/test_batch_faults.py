@@ -239,36 +239,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_vanished_server_is_given_up_on_in_bounded_time_then_the_job_completes(
-    tiny_repo, tmp_path
-):
-    address = f"127.0.0.1:{free_port()}"
-    running = RunningService(serve_config(tiny_repo, address=address))
-    out = tmp_path / "job"
-    command = batch_command(address, out, "--model", "gen2d", "--seeds", "0-1199", "--concurrency", "2",
-                            "--request-size", "4", "--give-up-after-s", "2")  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_for_lines(out / MANIFEST, 100)
-    finally:
-        running.stop(grace_s=0)
-    gone = time.monotonic()
-    stdout, stderr = process.communicate(timeout=60)
-    gave_up_after = time.monotonic() - gone
-    assert process.returncode == 5 and "--give-up-after-s" in stderr, stderr
-    assert gave_up_after < 2 + 10  # a few seconds here; slack for a loaded machine
-    stopped = json.loads(stdout)
-    assert stopped["left"] > 0 and stopped["failed"] == 0  # an outage marks no call failed
-    check_consistent(out)
-    running = RunningService(serve_config(tiny_repo, address=address))
-    try:
-        finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    finally:
-        running.stop()
-    assert finished.returncode == 0, finished.stderr
-    check_lossless(out, 1200)
-
-
 def test_a_server_that_never_answers_is_given_up_on_whatever_the_job_size(tmp_path):
     command = batch_command(f"127.0.0.1:{free_port()}", tmp_path / "job", "--model", "gen2d",
                             "--seeds", "0-29999", "--give-up-after-s", "2")  # fmt: skip
@@ -276,3 +246,40 @@ def test_a_server_that_never_answers_is_given_up_on_whatever_the_job_size(tmp_pa
     assert result.returncode == 5, result.stderr
     report = json.loads(result.stdout)
     assert report["left"] == 30000 and report["seconds"] < 2 + 10  # not 30,000 seeds' retries
+
+
+def test_a_sequence_of_full_disk_overlap_sigkill_and_server_loss_then_one_clean_finish(
+    tiny_repo, tmp_path
+):
+    address = f"127.0.0.1:{free_port()}"
+    running = RunningService(serve_config(tiny_repo, address=address))
+    with tmpfs(tmp_path / "disk", "256k") as disk:
+        out = disk / "job"
+        command = batch_command(address, out, "--model", "gen2d", "--seeds", "0-1499", "--concurrency",
+                                "2", "--request-size", "4", "--give-up-after-s", "2")  # fmt: skip
+        assert subprocess.run(command, capture_output=True, timeout=120).returncode == 4  # full
+        subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+        first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_lines(out / MANIFEST, 150)
+        overlap = subprocess.run(command, capture_output=True, timeout=120)
+        first.kill()  # SIGKILL while the overlapping run was being turned away
+        first.wait()
+        assert overlap.returncode == 3
+        check_consistent(out)
+        second = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        wait_for_lines(out / MANIFEST, 400)
+        running.stop(grace_s=0)  # the server goes away mid-run
+        gone = time.monotonic()
+        stdout, stderr = second.communicate(timeout=60)
+        assert second.returncode == 5 and "--give-up-after-s" in stderr, stderr
+        assert time.monotonic() - gone < 2 + 10  # a few seconds here; slack for a loaded machine
+        stopped = json.loads(stdout)
+        assert stopped["left"] > 0 and stopped["failed"] == 0  # an outage marks no call failed
+        check_consistent(out)
+        running = RunningService(serve_config(tiny_repo, address=address))
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        running.stop()
+        assert finished.returncode == 0, finished.stderr
+        check_lossless(out, 1500)  # every image exactly once, nothing corrupt, nothing stray

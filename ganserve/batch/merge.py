@@ -49,7 +49,7 @@ def _job(shards: dict[Shard, Path]) -> JobSpec:
             raise MergeError(f"{folder / JOB_FILE} is missing or unreadable: {exc}") from exc
     if len(definitions) != 1:
         raise MergeError(
-            "the shards were run with different jobs (models, seeds, classes or format)"
+            "the shards were run with different jobs (models, seeds, classes, format or psi)"
         )
     return JobSpec.from_definition(json.loads(definitions.pop()))
 

@@ -41,6 +41,7 @@ class JobSpec:
             ],
             "format": self.settings.format,
             "shard_size": self.settings.shard_size if self.settings.format == "npz" else None,
+            "psi": self.settings.psi,
         }
 
     @classmethod
@@ -49,7 +50,7 @@ class JobSpec:
             JobItem(i["model"], tuple(parse_seed_ranges(i["seeds"])), tuple(i["classes"]))
             for i in definition["items"]
         ]
-        settings = BatchSettings(format=definition["format"])
+        settings = BatchSettings(format=definition["format"], psi=definition.get("psi"))
         if definition.get("shard_size"):
             settings.shard_size = definition["shard_size"]
         return cls(items, settings)
