@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -18,7 +19,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _train_parser(sub: argparse._SubParsersAction) -> None:
-    from ganserve.training.config import DataConfig, ModelConfig, TrainConfig
+    from ganserve.training.config import DataConfig, LaunchConfig, ModelConfig, TrainConfig
 
     parser = sub.add_parser(
         "train",
@@ -29,16 +30,21 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
     add_dataclass_arguments(parser, ModelConfig, exclude=("channels", "image_size", "num_classes"))
     add_dataclass_arguments(parser, DataConfig)
     add_dataclass_arguments(parser, TrainConfig)
+    add_dataclass_arguments(parser, LaunchConfig)
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue exactly from a checkpoint")
     parser.set_defaults(handler=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from ganserve.training.checkpoint import load_checkpoint
-    from ganserve.training.config import DataConfig, Family, ModelConfig, TrainConfig
+    from ganserve.training.config import DataConfig, Family, LaunchConfig, ModelConfig, TrainConfig
     from ganserve.training.data import load_data
+    from ganserve.training.distributed import launch
     from ganserve.training.trainer import ClassifierTrainer, GANTrainer
 
+    nproc = dataclass_from_args(LaunchConfig, args).nproc
+    if nproc > 1 and "RANK" not in os.environ:  # not yet under torchrun: start it
+        return launch(nproc, args.argv)
     if args.resume:
         # The checkpoint's own configs win; only the epoch target and the run bookkeeping may change.
         saved = load_checkpoint(args.resume)
@@ -54,7 +60,13 @@ def _run_train(args: argparse.Namespace) -> int:
     trainer_cls = ClassifierTrainer if model_cfg.family is Family.CLASSIFIER else GANTrainer
     trainer = trainer_cls(model_cfg, data_cfg, train_cfg, splits)
     path = trainer.fit(resume=args.resume)
-    print(json.dumps({"checkpoint": str(path), "epoch": trainer.epoch, "metrics": trainer.metrics}))
+    if trainer.dist.is_main:
+        print(
+            json.dumps(
+                {"checkpoint": str(path), "epoch": trainer.epoch, "metrics": trainer.metrics}
+            )
+        )
+    trainer.dist.shutdown()
     return 0
 
 
@@ -441,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # `train --nproc` runs it again
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -19,14 +19,16 @@ ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 # A recent release whose schemas kubernetes-validate bundles; raise it as clusters move on.
 KUBERNETES_VERSION = "1.37.0"
-MANIFESTS = sorted((DEPLOY / "k8s").glob("*.y*ml"))
+MANIFESTS = sorted((DEPLOY / "k8s").rglob("*.y*ml"))
 
 
 def _resources(path: Path) -> list[dict]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
-@pytest.mark.parametrize("path", MANIFESTS, ids=[p.name for p in MANIFESTS])
+@pytest.mark.parametrize(
+    "path", MANIFESTS, ids=[str(p.relative_to(DEPLOY / "k8s")) for p in MANIFESTS]
+)
 def test_kubernetes_manifest_passes_strict_schema_validation(path):
     resources = _resources(path)
     assert resources, f"{path.name} holds no resource"
@@ -38,7 +40,7 @@ def test_kubernetes_manifest_passes_strict_schema_validation(path):
 
 
 def test_the_manifests_are_all_found_and_the_version_is_bundled():
-    assert {"ganserve.yaml", "triton.yaml"} <= {p.name for p in MANIFESTS}
+    assert {"ganserve.yaml", "triton.yaml", "train-job.yaml"} <= {p.name for p in MANIFESTS}
     latest = kubernetes_validate.utils.latest_version()
     assert tuple(map(int, KUBERNETES_VERSION.split(".")[:2])) <= tuple(map(int, latest.split(".")))
 

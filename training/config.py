@@ -114,3 +114,16 @@ class TrainConfig:
         },
     )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+
+@dataclass
+class LaunchConfig:
+    """How many processes train (not saved: a checkpoint resumes on any number of them)."""
+
+    nproc: int = field(
+        default=1,
+        metadata={
+            "help": "training processes on this machine (DistributedDataParallel under torchrun: "
+            "gloo on CPU, NCCL with one GPU each); --batch-size is per process"
+        },
+    )

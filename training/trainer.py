@@ -29,6 +29,7 @@ from .checkpoint import (
 )
 from .config import DataConfig, Family, Loss, ModelConfig, TrainConfig
 from .data import DataSplits
+from .distributed import from_environment
 from .metrics import WEAK_IC, Diversity, independent_classifier_test, within_class_diversity
 from .models import Generator, build_classifier, build_gan, count_parameters
 from .monitor import BalanceWatch, LossHistory, image_grid
@@ -75,10 +76,13 @@ def _data_info(splits: DataSplits) -> DataInfo:
     return DataInfo(train.name, train.class_names, train.channels, train.image_size, len(train))
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator):
-    """Shuffled index batches; a trailing batch of one is dropped (batch norm needs two)."""
+def _batches(n: int, batch_size: int, generator: torch.Generator, shard=None):
+    """Shuffled index batches (of this rank's ``shard`` of the order when distributed); a trailing
+    batch of one is dropped (batch norm needs two)."""
     order = torch.randperm(n, generator=generator)
-    for start in range(0, n, batch_size):
+    if shard is not None:
+        order = shard(order)
+    for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         if len(index) > 1:
             yield index
@@ -155,6 +159,7 @@ class _Trainer:
         self.run_dir = Path(train.out)
         if train.threads:
             torch.set_num_threads(train.threads)
+        self.dist = from_environment()  # one process unless under torchrun
         self.rng = seed_everything(train.seed)
         self.epoch = 0
         self.history = LossHistory(self.run_dir, self.history_fields)
@@ -179,6 +184,12 @@ class _Trainer:
         )
         return write_checkpoint(self.run_dir, self.epoch, payload)
 
+    def _last_checkpoint(self, last: Path | None) -> Path:
+        """The run's final checkpoint, written now if the last epoch did not write one."""
+        if not self.dist.is_main:
+            return self.run_dir / "checkpoints" / "last.pt"
+        return last if last is not None else self.save()
+
     def resume(self, path: str | Path) -> None:
         ckpt = load_checkpoint(path)
         if ckpt.kind != self.kind:
@@ -186,7 +197,8 @@ class _Trainer:
         self._load_states(ckpt.raw)
         restore_rng_state(ckpt.raw["rng"], self.rng)
         self.epoch, self.metrics = ckpt.epoch, dict(ckpt.metrics)
-        self.history.truncate_after(self.epoch)
+        if self.dist.is_main:
+            self.history.truncate_after(self.epoch)
         log.info("resumed from %s at epoch %d", path, self.epoch)
 
 
@@ -201,6 +213,10 @@ class GANTrainer(_Trainer):
             raise ValueError("use ClassifierTrainer for the classifier family")
         super().__init__(model, data, train, splits)
         self.generator, self.discriminator = build_gan(self.model_cfg)
+        # Training steps go through these (DistributedDataParallel when distributed); checkpoints
+        # and monitoring use the bare modules.
+        self.train_g = self.dist.wrap(self.generator)
+        self.train_d = self.dist.wrap(self.discriminator)
         betas = (train.beta1, train.beta2)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=train.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=train.lr, betas=betas)
@@ -208,10 +224,7 @@ class GANTrainer(_Trainer):
             copy.deepcopy(self.generator).eval() if train.ema_decay > 0 else None
         )
         self.ema_steps = 0
-        self.epoch = 0
-        self.history = LossHistory(self.run_dir, HISTORY_FIELDS)
         self.balance = BalanceWatch(train.healthy_d_loss, train.balance_patience)
-        self.metrics: dict[str, Any] = {}
 
     # -- checkpoints -------------------------------------------------------------------------
     def _states(self) -> dict[str, Any]:
@@ -243,10 +256,11 @@ class GANTrainer(_Trainer):
     def _sample_inputs(
         self, n: int, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        z = self._sample_prior(n, generator)
+        device = self.dist.device
+        z = self._sample_prior(n, generator).to(device)
         if not self.model_cfg.conditional:
             return z, None
-        return z, torch.randint(0, self.model_cfg.num_classes, (n,), generator=generator)
+        return z, torch.randint(0, self.model_cfg.num_classes, (n,), generator=generator).to(device)
 
     def refresh_ema_statistics(self) -> None:
         """Give the averaged weights batch-norm statistics of their own (seeded by epoch, so a
@@ -275,7 +289,9 @@ class GANTrainer(_Trainer):
         z = torch.from_numpy(
             latents_from_seeds(range(len(labels)), self.model_cfg.latent_dim, self.model_cfg.prior)
         )
-        fake = g(z, torch.from_numpy(labels) if self.model_cfg.conditional else None)
+        device = self.dist.device
+        fake_labels = torch.from_numpy(labels).to(device) if self.model_cfg.conditional else None
+        fake = g(z.to(device), fake_labels).cpu()
         g.train(was_training)
         return within_class_diversity(
             fake,
@@ -297,7 +313,7 @@ class GANTrainer(_Trainer):
                 latents_from_seeds(range(columns), self.model_cfg.latent_dim, self.model_cfg.prior)
             )
             z = z.repeat(rows, 1)
-            labels = torch.arange(rows).repeat_interleave(columns)
+            labels = torch.arange(rows).repeat_interleave(columns).to(self.dist.device)
         else:
             columns = 4
             z = torch.from_numpy(
@@ -306,7 +322,7 @@ class GANTrainer(_Trainer):
                 )
             )
             labels = None
-        images = g(z, labels)
+        images = g(z.to(self.dist.device), labels)
         g.train(was_training)
         path = self.run_dir / "grids" / f"epoch_{self.epoch:04d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -322,9 +338,9 @@ class GANTrainer(_Trainer):
         n = len(real)
         with torch.random.fork_rng():
             torch.manual_seed(self.cfg.seed + self.epoch)
-            z = self._sample_prior(n, None)
+            z = self._sample_prior(n, None).to(self.dist.device)
             labels = self.splits.test.labels[:n] if self.model_cfg.conditional else None
-            fake = g(z, labels)
+            fake = g(z, labels if labels is None else labels.to(self.dist.device)).cpu()
         g.train(was_training)
         with torch.enable_grad():
             return independent_classifier_test(real, fake, WEAK_IC, seed=self.epoch).error
@@ -337,29 +353,30 @@ class GANTrainer(_Trainer):
         return torch.randn(shape, generator=generator)
 
     def train_epoch(self) -> dict[str, float]:
-        g, d, cfg = self.generator, self.discriminator, self.cfg
+        g, d, cfg, device = self.train_g, self.train_d, self.cfg, self.dist.device
         g.train()
         d.train()
         data = self.splits.train
         totals = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
         steps = seen = 0
         started = time.perf_counter()
-        batches = _batches(len(data), cfg.batch_size, self.rng)
+        noise = self.dist.noise_generator(self.rng, cfg.seed, self.epoch)
+        batches = _batches(len(data), cfg.batch_size, self.rng, self.dist.shard)
         bar = tqdm(
             batches,
-            total=(len(data) + cfg.batch_size - 1) // cfg.batch_size,
+            total=(len(data) // self.dist.world_size + cfg.batch_size - 1) // cfg.batch_size,
             desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-            disable=not cfg.progress,
+            disable=not (cfg.progress and self.dist.is_main),
             mininterval=1.0,
             leave=False,
         )
         for index in bar:
-            real = data.scaled(index)
-            labels = data.labels[index] if self.model_cfg.conditional else None
+            real = data.scaled(index).to(device)
+            labels = data.labels[index].to(device) if self.model_cfg.conditional else None
             n = len(index)
-            z = self._sample_prior(n, self.rng)
+            z = self._sample_prior(n, noise).to(device)
             fake_labels = (
-                torch.randint(0, self.model_cfg.num_classes, (n,), generator=self.rng)
+                torch.randint(0, self.model_cfg.num_classes, (n,), generator=noise).to(device)
                 if self.model_cfg.conditional
                 else None
             )
@@ -377,7 +394,7 @@ class GANTrainer(_Trainer):
             g_loss.backward()
             self.opt_g.step()
             if self.ema is not None:
-                update_ema(self.ema, g, ema_decay_at(self.ema_steps, cfg.ema_decay))
+                update_ema(self.ema, self.generator, ema_decay_at(self.ema_steps, cfg.ema_decay))
                 self.ema_steps += 1
 
             totals["d_loss"] += d_loss.item()
@@ -389,7 +406,8 @@ class GANTrainer(_Trainer):
             bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}", refresh=False)
         bar.close()
         seconds = time.perf_counter() - started
-        row = {k: v / max(steps, 1) for k, v in totals.items()}
+        row = self.dist.mean({k: v / max(steps, 1) for k, v in totals.items()})
+        (seen,) = self.dist.sum([seen])  # images/s of the whole group
         row.update(seconds=seconds, images_per_s=seen / seconds if seconds else 0.0)
         return row
 
@@ -411,6 +429,8 @@ class GANTrainer(_Trainer):
         while self.epoch < self.cfg.epochs:
             row = self.train_epoch()
             self.epoch += 1
+            if not self.dist.is_main:  # rank 0 alone monitors and writes
+                continue
             row["epoch"] = self.epoch
             self.refresh_ema_statistics()
             diversity = self.pixel_diversity()
@@ -438,7 +458,7 @@ class GANTrainer(_Trainer):
             )  # fmt: skip
             if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:
                 last = self.save()
-        return last if last is not None else self.save()
+        return self._last_checkpoint(last)
 
 
 class ClassifierTrainer(_Trainer):
@@ -452,6 +472,7 @@ class ClassifierTrainer(_Trainer):
     ):
         super().__init__(model, data, train, splits)
         self.model = build_classifier(self.model_cfg)
+        self.train_model = self.dist.wrap(self.model)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
 
     def _states(self) -> dict[str, Any]:
@@ -466,8 +487,8 @@ class ClassifierTrainer(_Trainer):
         self.model.eval()
         correct = 0
         for start in range(0, len(split), 1024):
-            logits = self.model(split.scaled(slice(start, start + 1024)))
-            correct += int((logits.argmax(1) == split.labels[start : start + 1024]).sum())
+            logits = self.model(split.scaled(slice(start, start + 1024)).to(self.dist.device))
+            correct += int((logits.argmax(1).cpu() == split.labels[start : start + 1024]).sum())
         return correct / max(len(split), 1)
 
     def fit(self, resume: str | Path | None = None) -> Path:
@@ -475,27 +496,32 @@ class ClassifierTrainer(_Trainer):
             self.resume(resume)
         data = self.splits.train
         last = None
+        device, batch_size = self.dist.device, self.cfg.batch_size
         while self.epoch < self.cfg.epochs:
             self.model.train()
             started = time.perf_counter()
             total_loss = correct = seen = 0
             for index in tqdm(
-                _batches(len(data), self.cfg.batch_size, self.rng),
-                total=(len(data) + self.cfg.batch_size - 1) // self.cfg.batch_size,
+                _batches(len(data), batch_size, self.rng, self.dist.shard),
+                total=(len(data) // self.dist.world_size + batch_size - 1) // batch_size,
                 desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
-                disable=not self.cfg.progress,
+                disable=not (self.cfg.progress and self.dist.is_main),
                 leave=False,
             ):
-                logits = self.model(data.scaled(index))
-                loss = F.cross_entropy(logits, data.labels[index])
+                targets = data.labels[index].to(device)
+                logits = self.train_model(data.scaled(index).to(device))
+                loss = F.cross_entropy(logits, targets)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
                 total_loss += loss.item() * len(index)
-                correct += int((logits.argmax(1) == data.labels[index]).sum())
+                correct += int((logits.argmax(1) == targets).sum())
                 seen += len(index)
             seconds = time.perf_counter() - started
             self.epoch += 1
+            total_loss, correct, seen = self.dist.sum([total_loss, correct, seen])
+            if not self.dist.is_main:  # rank 0 alone evaluates and writes
+                continue
             row = {
                 "epoch": self.epoch,
                 "loss": total_loss / max(seen, 1),
@@ -512,4 +538,4 @@ class ClassifierTrainer(_Trainer):
             )  # fmt: skip
             if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:
                 last = self.save()
-        return last if last is not None else self.save()
+        return self._last_checkpoint(last)
