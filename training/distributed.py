@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -126,4 +128,17 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
             args.append(arg)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={nproc}", "-m", "ganserve.cli", *args]  # fmt: skip
-    return subprocess.run(command, check=False).returncode
+    process = subprocess.Popen(command)
+    # A stop sent to this process (SIGTERM from Kubernetes or a supervisor) goes on to torchrun,
+    # which stops its workers; without this they would outlive it.
+    forwarding = threading.current_thread() is threading.main_thread()
+    if forwarding:
+        previous = signal.signal(signal.SIGTERM, lambda signum, _: process.send_signal(signum))
+    try:
+        return process.wait()
+    finally:
+        if forwarding:
+            signal.signal(signal.SIGTERM, previous)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
