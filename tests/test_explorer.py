@@ -361,6 +361,50 @@ def test_a_conditional_model_has_a_class_picker_a_seed_and_chosen_sliders(page, 
     assert image_png(page) == generate_png(stub, "cgan", latent(page), label=3)
 
 
+def test_psi_a_class_blend_and_channel_switches_steer_the_image_and_the_layers(page, running, stub):
+    open_explorer(page, running, "cgan")
+    assert page.is_visible("#psi-box") and page.is_visible("#blend-box")
+    values, plain = latent(page), image_png(page)
+
+    def served(**steering):
+        request = pb.GenerateRequest(model="cgan", latents=[pb.Latent(values=values)], **steering)
+        return stub.Generate(request).images[0].png
+
+    page.locator("#psi").fill("0.5")
+    settle(page)
+    assert image_png(page) != plain and image_png(page) == served(labels=[0], psi=0.5)
+    page.locator("#psi").fill("1")
+    settle(page)
+    assert image_png(page) == plain
+
+    page.select_option("#blend-class", "7")
+    page.locator("#blend").fill("0.5")
+    settle(page)
+    blend = pb.ClassBlend(weights={"0": 0.5, "7": 0.5})
+    assert image_png(page) == served(blends=[blend]) != plain
+    assert '"blend"' in page.evaluate("window.explorer.stats.mapKeys.at(-1)")  # the blend's map
+
+    editable = stub.GetModel(pb.GetModelRequest(model="cgan")).editable_layers
+    switches = page.locator('#layers .channels[data-layer="deconv1"] input')
+    assert switches.count() == next(e.channels for e in editable if e.layer == "deconv1")
+    assert page.locator("#layers .channels").count() == len(editable)  # not on the image
+    switches.nth(2).uncheck()
+    settle(page)
+    off = pb.ChannelEdit(layer="deconv1", channels=[2], scale=0.0)
+    assert image_png(page) == served(blends=[blend], edits=[off])
+    heat_map = page.locator('#layers .layer[data-layer="deconv1"] img').get_attribute("src")
+    layers = stub.LayerActivations(
+        pb.LayerActivationsRequest(
+            model="cgan", latents=[pb.LatentSource(latent=pb.Latent(values=values))],
+            layers=["deconv1"], heatmap_png=True, blends=[blend], edits=[off],
+        )
+    )  # fmt: skip
+    assert data_url_bytes(heat_map) == layers.layers[0].heatmaps[0]
+    switches.nth(2).check()
+    settle(page)
+    assert image_png(page) == served(blends=[blend])
+
+
 def test_server_side_errors_are_shown_on_the_page(page, running, explorer_repo):
     page.goto(url(running, "?model=missing"))
     page.wait_for_selector("#errors:not([hidden])", timeout=WAIT_MS)

@@ -24,6 +24,10 @@ const state = {
   models: [], // ModelInfo of every served generator
   model: null, // the chosen one
   label: 0, // conditional models: the class
+  blendClass: 0, // ... blended with this one
+  blendWeight: 0, // ... at this weight (0: the class alone)
+  psi: 1, // truncation
+  off: {}, // layer -> Set of channels switched off
   latent: [], // the current point
   seed: null, // large latents: the seed the point came from
   seedLatent: "", // ... and that seed's coordinates, to tell whether a slider moved since
@@ -140,11 +144,24 @@ class Live {
 }
 
 // -- what every call says about the current point ------------------------------------------------
-// The class today. Issue 15's truncation (psi), class blends and activation edits join here, so
-// the image, the layers, the map and the flow all follow them.
-function steering(perImage) {
-  if (state.model.kind !== "CONDITIONAL_GENERATOR") return {};
-  return perImage ? { labels: [state.label] } : { label: state.label };
+// The class (or a blend of two), truncation and switched-off channels, as each RPC takes them:
+// "generate" and "layers" take all three, "flow" (Interpolate) the class and psi, "map"
+// (ClassMap) the class only, "seed" the class only (the seed's own latent, untruncated).
+function steering(kind) {
+  const fields = {};
+  if (state.model.kind === "CONDITIONAL_GENERATOR") {
+    const w = state.blendWeight;
+    const blend = w > 0 && state.blendClass !== state.label
+      ? { weights: { [state.label]: Number((1 - w).toFixed(4)), [state.blendClass]: w } } : null;
+    if (kind === "map") Object.assign(fields, blend ? { blend } : { label: state.label });
+    else if (kind === "flow") Object.assign(fields, blend ? { blends: [blend] } : { label: state.label });
+    else Object.assign(fields, blend ? { blends: [blend] } : { labels: [state.label] });
+  }
+  if (state.psi < 1 && (kind === "generate" || kind === "layers" || kind === "flow")) fields.psi = state.psi;
+  const edits = Object.entries(state.off).filter(([, channels]) => channels.size > 0)
+    .map(([layer, channels]) => ({ layer, channels: [...channels].sort((a, b) => a - b), scale: 0 }));
+  if (edits.length && (kind === "generate" || kind === "layers")) fields.edits = edits;
+  return fields;
 }
 
 const dim = () => state.model.latentDim;
@@ -182,9 +199,16 @@ async function chooseModel(name) {
   state.map = null;
   $("map").getContext("2d").clearRect(0, 0, $("map").width, $("map").height);
   state.label = 0;
+  state.blendClass = 0;
+  state.blendWeight = 0;
+  state.off = {};
   const conditional = info.kind === "CONDITIONAL_GENERATOR";
   $("class-box").hidden = !conditional;
   $("label").replaceChildren(...info.classNames.map((n, i) => new Option(`${i}: ${n}`, i)));
+  $("blend-box").hidden = !info.classBlending;
+  $("blend-class").replaceChildren(...info.classNames.map((n, i) => new Option(`${i}: ${n}`, i)));
+  $("blend").value = 0;
+  $("blend-out").textContent = "0.00";
   $("model-info").textContent = `${info.family} · ${info.latentDim}-D ${info.prior} latent · `
     + `${Number(info.parameters).toLocaleString()} parameters · epoch ${info.epoch}`;
   $("seed-box").hidden = info.latentDim <= FEW;
@@ -208,7 +232,7 @@ async function chooseModel(name) {
 
 async function pointFromSeed(text) {
   // The server checks the seed (a uint32) and answers with the latent it names.
-  const response = await api("/v1/generate", { model: state.model.name, seeds: [text.trim()], ...steering(true) });
+  const response = await api("/v1/generate", { model: state.model.name, seeds: [text.trim()], ...steering("seed") });
   const image = response.images[0];
   state.latent = image.latent.values;
   state.seed = image.seed;
@@ -278,9 +302,9 @@ function buildAxisPickers() {
 // -- the point moved: every view follows ----------------------------------------------------------
 function pointMoved(sectionChanged) {
   const point = { model: state.model.name, values: [...state.latent] };
-  imageLive.ask({ ...point, body: { model: point.model, latents: [{ values: point.values }], ...steering(true) } });
+  imageLive.ask({ ...point, body: { model: point.model, latents: [{ values: point.values }], ...steering("generate") } });
   layersLive.ask({ ...point, body: { model: point.model, latents: [{ latent: { values: point.values } }],
-    heatmapPng: true, ...steering(true) } });
+    heatmapPng: true, ...steering("layers") } });
   placeMarker($("marker"), state.latent);
   if (sectionChanged) refreshMap();
 }
@@ -314,8 +338,32 @@ function buildLayerPanels() {
     const caption = document.createElement("figcaption");
     caption.innerHTML = `${name} <span class="shape"></span>`;
     panel.append(picture, strip, caption);
+    const editable = (state.model.editableLayers ?? []).find((e) => e.layer === name);
+    if (editable) panel.append(channelSwitches(name, editable.channels));
     return panel;
   }));
+}
+
+function channelSwitches(layer, count) {
+  // One switch per channel: unticked, the channel is multiplied by 0 inside the generator (a
+  // ChannelEdit), so the image and every later layer change.
+  const box = document.createElement("div");
+  box.className = "channels";
+  box.dataset.layer = layer;
+  for (const channel of range(count)) {
+    const input = document.createElement("input");
+    Object.assign(input, { type: "checkbox", checked: true, title: `${layer} channel ${channel}` });
+    input.dataset.channel = channel;
+    input.setAttribute("aria-label", `${layer} channel ${channel}`);
+    input.addEventListener("change", () => {
+      const off = (state.off[layer] ??= new Set());
+      if (input.checked) off.delete(channel);
+      else off.add(channel);
+      pointMoved(false); // the latent stays: the map too
+    });
+    box.append(input);
+  }
+  return box;
 }
 
 function drawValues(canvas, values) {
@@ -393,7 +441,7 @@ function mapWish() {
   const fixed = range(dim()).filter((c) => !onPlane(c)).map((c) => state.latent[c]);
   const [rangeMin, rangeMax] = state.range;
   const body = { model: state.model.name, resolution: state.resolution, axisX, axisY, fixed,
-    rangeMin, rangeMax, renderPng: true, ...steering(false) };
+    rangeMin, rangeMax, renderPng: true, ...steering("map") };
   return { model: state.model.name, key: JSON.stringify(body), body, fixed };
 }
 
@@ -508,7 +556,7 @@ async function playFlow() {
   stats.flowFrames = [];
   $("flow-count").textContent = "";
   const body = { model: state.model.name, keys: [parseKey("flow-a"), parseKey("flow-b")], steps,
-    gif: true, gifFrameMs: frameMs, ...steering(false) };
+    gif: true, gifFrameMs: frameMs, ...steering("flow") };
   const showing = animate(stream, steps, frameMs, run);
   try {
     const response = await send("/v1/interpolate", body);
@@ -581,6 +629,20 @@ $("model").addEventListener("change", guard("model", () => chooseModel($("model"
 $("label").addEventListener("change", () => {
   state.label = Number($("label").value);
   pointMoved(true);
+});
+$("blend-class").addEventListener("change", () => {
+  state.blendClass = Number($("blend-class").value);
+  pointMoved(state.blendWeight > 0);
+});
+$("blend").addEventListener("input", () => {
+  state.blendWeight = Number($("blend").value);
+  $("blend-out").textContent = state.blendWeight.toFixed(2);
+  pointMoved(true); // the map of the blend
+});
+$("psi").addEventListener("input", () => {
+  state.psi = Number($("psi").value);
+  $("psi-out").textContent = state.psi.toFixed(2);
+  pointMoved(false); // ClassMap draws the plane itself: no psi there
 });
 $("seed").addEventListener("change", guard("seed", async () => {
   await pointFromSeed($("seed").value);
