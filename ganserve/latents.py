@@ -6,6 +6,7 @@ so the same request gives the same latent whatever framework or backend runs the
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections.abc import Iterable, Sequence
 from enum import Enum
@@ -37,24 +38,31 @@ class Prior(str, Enum):
 
 def latent_from_seed(seed: int, latent_dim: int, prior: Prior | str = Prior.UNIFORM) -> np.ndarray:
     """The float32 latent vector of shape ``[latent_dim]`` that ``seed`` stands for."""
-    if not 0 <= int(seed) <= MAX_SEED:
-        raise ValueError(f"seed must be in [0, {MAX_SEED}], got {seed}")
-    rng = _random_state(int(seed))
-    if Prior(prior) is Prior.UNIFORM:
-        z = rng.uniform(-1.0, 1.0, size=latent_dim)
-    else:
-        z = rng.standard_normal(size=latent_dim)
-    return z.astype(np.float32)
+    return latents_from_seeds((seed,), latent_dim, prior)[0]
 
 
 def latents_from_seeds(
     seeds: Iterable[int], latent_dim: int, prior: Prior | str = Prior.UNIFORM
 ) -> np.ndarray:
     """Stacked latents ``[len(seeds), latent_dim]`` for ``seeds``."""
-    rows = [latent_from_seed(s, latent_dim, prior) for s in seeds]
-    if not rows:
-        return np.zeros((0, latent_dim), dtype=np.float32)
-    return np.stack(rows)
+    seeds = list(seeds)
+    uniform = Prior(prior) is Prior.UNIFORM
+    out = np.empty((len(seeds), latent_dim), dtype=np.float32)
+    for row, seed in enumerate(seeds):
+        if not 0 <= int(seed) <= MAX_SEED:
+            raise ValueError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+        rng = _random_state(int(seed))
+        # Drawn in float64 as RandomState always does, then rounded to float32 on assignment.
+        out[row] = (
+            rng.uniform(-1.0, 1.0, size=latent_dim) if uniform else rng.standard_normal(latent_dim)
+        )
+    return out
+
+
+def fresh_seeds(count: int) -> list[int]:
+    """``count`` seeds from the system's secure random source, in one read (``secrets`` asks the
+    system once per number)."""
+    return np.frombuffer(secrets.token_bytes(4 * count), dtype="<u4").tolist()
 
 
 def truncate(latents: np.ndarray, psi: float) -> np.ndarray:

@@ -10,6 +10,12 @@ another starts only on ``MIN_SPLIT_IMAGES`` or more waiting images (a trickle of
 gathers into batches instead of running one by one). The queue is bounded in
 images; a request that would overflow it is refused at once (RESOURCE_EXHAUSTED) rather than
 growing memory.
+
+The scheduling runs as plain callbacks on the event loop, never as a task of its own: a request
+that arrives schedules one dispatch (requests of the same loop turn share it), and a batch that
+ends dispatches the next before its callers are answered. Each batch crosses to its executor
+thread and back once (one ``call_soon_threadsafe``), so the hand-off costs the same whatever the
+batch size.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,7 +36,7 @@ from .errors import DeadlineExceeded, Overloaded
 
 RunFn = Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]]
 MIN_SPLIT_IMAGES = 8  # smallest piece of work worth a second instance
-IDLE_EXIT_S = 30.0  # a worker with nothing queued or running for this long ends
+CLOSE_POLL_S = 0.005
 
 
 def chunk_sizes(size: int, max_batch_size: int, instances: int) -> list[int]:
@@ -41,7 +47,7 @@ def chunk_sizes(size: int, max_batch_size: int, instances: int) -> list[int]:
     return [base + 1] * extra + [base] * (count - extra)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
     inputs: dict[str, np.ndarray]
     outputs: Sequence[str]
@@ -78,9 +84,9 @@ class DynamicBatcher:
         self._observer = observer or NullObserver()
         self._queue: deque[_Pending] = deque()
         self._queued_images = 0
-        self._wakeup = asyncio.Event()
-        self._worker: asyncio.Task | None = None
-        self._running: set[asyncio.Task] = set()
+        self._busy = 0  # batches running
+        self._dispatch_pending = False  # a dispatch is scheduled for this loop turn
+        self._timer: asyncio.TimerHandle | None = None  # fills a batch for max_queue_delay_s
 
     @property
     def queued_images(self) -> int:
@@ -103,11 +109,15 @@ class DynamicBatcher:
             ]
             parts = await asyncio.gather(*(self.submit(c, outputs, timeout_s) for c in chunks))
             return {name: np.concatenate([p[name] for p in parts]) for name in outputs}
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self._queue.append(_Pending(inputs, outputs, size, future))
         self._queued_images += size
-        self._ensure_worker()
-        self._wakeup.set()
+        if not self._dispatch_pending and self._busy < self.instances:
+            self._dispatch_pending = True
+            loop.call_soon(self._dispatch)
+        if timeout_s is None:
+            return await future
         try:
             async with asyncio.timeout(timeout_s):  # on expiry the future is cancelled: skipped
                 return await future
@@ -117,20 +127,14 @@ class DynamicBatcher:
             ) from exc
 
     async def close(self) -> None:
-        """Stop the worker (after shutdown has drained the calls) and wait for running batches."""
-        if self._worker is not None and not self._worker.done():
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
+        """Start nothing more (after shutdown has drained the calls); wait for running batches."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self.instances = 0
+        while self._busy:  # rare (once per model at shutdown): a poll is simpler than an event
+            await asyncio.sleep(CLOSE_POLL_S)
 
-    def _ensure_worker(self) -> None:
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.get_running_loop().create_task(
-                self._work(), name=f"batcher-{self.model}"
-            )
-
+    # -- on the event loop ---------------------------------------------------------------------
     def _take_batch(self, limit: int) -> list[_Pending]:
         batch, size = [], 0
         while self._queue:
@@ -147,63 +151,73 @@ class DynamicBatcher:
             size += item.size
         return batch
 
-    async def _wait(self, timeout_s: float | None) -> bool:
-        """Until something changes (a request arrives, a batch ends): True, or False when
-        ``timeout_s`` passed first. No task per wait: this runs once per call under load."""
-        self._wakeup.clear()
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._wakeup.wait()
-            return True
-        except TimeoutError:
-            return False
-
-    async def _work(self) -> None:
-        while True:
-            if not self._queue and not self._running:
-                if not await self._wait(IDLE_EXIT_S):
-                    return  # idle: the next submit starts a new worker
-                continue
-            if not self._queue or len(self._running) >= self.instances:
-                await self._wait(None)
-                continue
-            remaining = self.max_queue_delay_s - (time.perf_counter() - self._queue[0].enqueued)
-            if self.enabled and self._queued_images < self.max_batch_size and remaining > 0:
-                await self._wait(remaining)
-                continue
-            if self.enabled and self._running and self._queued_images < MIN_SPLIT_IMAGES:
-                # Another instance is busy: let a few calls gather rather than run them one by
-                # one (small batches cost more per image); the busy one takes them when it ends.
-                await self._wait(None)
-                continue
-            free = self.instances - len(self._running)
+    def _dispatch(self) -> None:
+        """Start batches on free instances while the queue and the batching rules allow."""
+        self._dispatch_pending = False
+        while self._queue and self._busy < self.instances:
+            if self.enabled:
+                waited = time.perf_counter() - self._queue[0].enqueued
+                remaining = self.max_queue_delay_s - waited
+                if self._queued_images < self.max_batch_size and remaining > 0:
+                    if self._timer is None:
+                        self._timer = asyncio.get_running_loop().call_later(
+                            remaining, self._delay_over
+                        )
+                    return
+                if self._busy and self._queued_images < MIN_SPLIT_IMAGES:
+                    # Another instance is busy: let a few calls gather rather than run them one
+                    # by one (small batches cost more per image); the busy one takes them when
+                    # it ends.
+                    return
+            free = self.instances - self._busy
             share = max(MIN_SPLIT_IMAGES, math.ceil(self._queued_images / free))
             batch = self._take_batch(min(self.max_batch_size, share))
             if batch:
-                task = asyncio.get_running_loop().create_task(self._run_batch(batch))
-                self._running.add(task)
-                task.add_done_callback(self._batch_ended)
+                self._start(batch)
 
-    def _batch_ended(self, task: asyncio.Task) -> None:
-        self._running.discard(task)
-        self._wakeup.set()
+    def _delay_over(self) -> None:
+        self._timer = None
+        self._dispatch()
 
-    async def _run_batch(self, batch: list[_Pending]) -> None:
-        started = time.perf_counter()
-        names = sorted({n for p in batch for n in p.outputs})
-        inputs = {k: np.concatenate([p.inputs[k] for p in batch]) for k in batch[0].inputs}
+    def _start(self, batch: list[_Pending]) -> None:
+        self._busy += 1
+        if len(batch) == 1:
+            inputs, names = batch[0].inputs, list(batch[0].outputs)
+        else:
+            names = sorted({n for p in batch for n in p.outputs})
+            inputs = {k: np.concatenate([p.inputs[k] for p in batch]) for k in batch[0].inputs}
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+
+        def finished(done: Future) -> None:  # in the executor thread: one hop back to the loop
+            ended = time.perf_counter()
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(self._deliver, batch, done, started, ended)
+
         try:
-            results = await loop.run_in_executor(self._executor, self._run, inputs, names)
-        except Exception as exc:  # noqa: BLE001 - delivered to every caller of the batch
+            self._executor.submit(self._run, inputs, names).add_done_callback(finished)
+        except RuntimeError as exc:  # the executor is shut down
+            failed: Future = Future()
+            failed.set_exception(exc)
+            self._deliver(batch, failed, started, started)
+
+    def _deliver(self, batch: list[_Pending], done: Future, started: float, ended: float) -> None:
+        self._busy -= 1
+        self._dispatch()  # the next batch starts before this one's callers are answered
+        error = done.exception()
+        if error is not None:
             for p in batch:
                 if not p.future.done():
-                    p.future.set_exception(exc)
+                    p.future.set_exception(error)
             return
-        finished = time.perf_counter()
+        results = done.result()
         size = sum(p.size for p in batch)
         queue_s = sum(started - p.enqueued for p in batch) / len(batch)
-        self._observer.batch_done(self.backend, self.model, size, queue_s, finished - started)
+        self._observer.batch_done(self.backend, self.model, size, queue_s, ended - started)
+        if len(batch) == 1:
+            if not batch[0].future.done():
+                batch[0].future.set_result({n: results[n] for n in batch[0].outputs})
+            return
         offset = 0
         for p in batch:
             if not p.future.done():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import imagecodecs
 import numpy as np
@@ -27,15 +29,72 @@ HEAT_ANCHORS = np.array(
 
 def to_uint8_hwc(images: np.ndarray) -> np.ndarray:
     """[-1, 1] float ``[N, C, H, W]`` → uint8 ``[N, H, W, C]`` (rounded, clipped)."""
-    scaled = np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
-    return scaled.transpose(0, 2, 3, 1)
+    scaled = np.add(images, 1.0, dtype=np.float32)  # one scratch array, then in place
+    scaled *= 127.5
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8).transpose(0, 2, 3, 1)
 
 
-def png_bytes(image_hwc: np.ndarray, level: int = 1) -> bytes:
-    """A PNG; zlib level 1 (fast) for the many small images of Generate and Interpolate, higher
-    for the single big pictures. imagecodecs (libpng) releases the GIL while it encodes, so
-    encoding in a worker thread runs beside the event loop; for 28×28 images it is also twice as
-    fast as Pillow (24 µs against 42 µs per image, measured)."""
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(data))
+        + kind
+        + data
+        + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
+    )
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_COLOUR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels → grey, grey+alpha, RGB, RGBA
+PNG_END = _chunk(b"IEND", b"")
+_IDAT_CRC = zlib.crc32(b"IDAT")
+# zlib-ng's level 1 (its "quick" strategy) deflates a 28×28 image in a quarter of the time of
+# zlib or libpng at level 1, for ~6% more bytes; it releases the GIL like the other codecs.
+_deflate = (
+    (lambda data: imagecodecs.zlibng_encode(data, level=1))
+    if imagecodecs.ZLIBNG.available
+    else (lambda data: zlib.compress(data, 1))
+)
+
+
+def png_images(pixels: np.ndarray) -> list[bytes]:
+    """One PNG per uint8 ``[N, H, W, C]`` image, written here rather than through libpng: the
+    "up" filter for every row of every image in one NumPy step, then per image one deflate and
+    a few bytes of framing (per 28×28 image ~9 µs against libpng's ~32 µs, measured)."""
+    count, height, width, channels = pixels.shape
+    rows = np.ascontiguousarray(pixels).reshape(count, height, width * channels)
+    filtered = np.empty((count, height, 1 + width * channels), np.uint8)
+    filtered[:, :, 0] = 2  # PNG filter type 2, "up": each byte minus the one above it
+    filtered[:, :, 1:] = rows
+    np.subtract(rows[:, 1:], rows[:, :-1], out=filtered[:, 1:, 1:])
+    header = PNG_SIGNATURE + _chunk(
+        b"IHDR",
+        struct.pack(">IIBBBBB", width, height, 8, PNG_COLOUR_TYPES[channels], 0, 0, 0),
+    )
+    pack, crc32, deflate = struct.pack, zlib.crc32, _deflate
+    pngs = []
+    for image in filtered:
+        data = deflate(image)
+        pngs.append(
+            b"".join(
+                (
+                    header,
+                    pack(">I", len(data)),
+                    b"IDAT",
+                    data,
+                    pack(">I", crc32(data, _IDAT_CRC)),
+                    PNG_END,
+                )
+            )
+        )
+    return pngs
+
+
+def png_bytes(image_hwc: np.ndarray, level: int = PICTURE_PNG_LEVEL) -> bytes:
+    """One PNG of a single picture (class maps, heat maps) through imagecodecs (libpng), which
+    chooses the row filters per picture: smaller files for big pictures; the many small images
+    of Generate and Interpolate go through ``png_images``."""
     pixels = image_hwc[..., 0] if image_hwc.shape[-1] == 1 else image_hwc
     return imagecodecs.png_encode(np.ascontiguousarray(pixels), level=level)
 
@@ -83,7 +142,7 @@ def render_class_map(
         colour = tuple(int(c) for c in PALETTE[i % len(PALETTE)])
         draw.rectangle([side + 10, top, side + 24, top + 12], fill=colour, outline=(0, 0, 0))
         draw.text((side + 32, top), f"{name}  {100 * share:.1f}%", fill=(0, 0, 0), font=font)
-    return png_bytes(np.asarray(canvas), level=PICTURE_PNG_LEVEL)
+    return png_bytes(np.asarray(canvas))
 
 
 def heatmap_png(values: np.ndarray, scale: int = 8) -> bytes:
@@ -96,4 +155,4 @@ def heatmap_png(values: np.ndarray, scale: int = 8) -> bytes:
     rgb = HEAT_ANCHORS[index] * (1 - fraction) + HEAT_ANCHORS[index + 1] * fraction
     picture = Image.fromarray(rgb.astype(np.uint8))
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-    return png_bytes(np.asarray(picture), level=PICTURE_PNG_LEVEL)
+    return png_bytes(np.asarray(picture))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import secrets
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ganserve.description import ModelDescription
-from ganserve.latents import MAX_SEED, latents_from_seeds, path_through, truncate
+from ganserve.latents import fresh_seeds, latents_from_seeds, path_through, truncate
 from ganserve.v1 import generation_pb2 as pb
 
 from . import imaging, steering
@@ -83,7 +82,7 @@ def _images(model: ModelDescription, images: np.ndarray, image_format: int) -> l
     pixels = imaging.to_uint8_hwc(images)
     if image_format == pb.RAW_UINT8:
         return [{"tensor": tensor(p)} for p in pixels]
-    return [{"png": imaging.png_bytes(p)} for p in pixels]
+    return [{"png": png} for png in imaging.png_images(pixels)]
 
 
 async def _encoded(model: ModelDescription, images: np.ndarray, image_format: int) -> list[dict]:
@@ -149,9 +148,7 @@ class Operations:
         limit = self.config.max_images
         if request.count:
             check.in_range(request.count, 1, limit, "count")
-            seeds: list[int | None] = [
-                secrets.randbelow(MAX_SEED + 1) for _ in range(request.count)
-            ]
+            seeds: list[int | None] = fresh_seeds(request.count)
             latents = latents_from_seeds(seeds, model.latent_dim, model.prior)
         elif len(request.seeds):
             check.in_range(len(request.seeds), 1, limit, "seeds (count)")

@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 
 from ganserve.latents import (
+    MAX_SEED,
+    fresh_seeds,
     latent_from_seed,
     latents_from_seeds,
     parse_seed_ranges,
@@ -21,6 +23,26 @@ def test_seed_fully_determines_latent_and_matches_randomstate():
         normal, np.random.RandomState(42).standard_normal(8).astype(np.float32)
     )
     assert not np.array_equal(latent_from_seed(43, 8), z)
+
+
+def test_stacked_latents_equal_one_randomstate_per_seed_and_bad_seeds_are_refused():
+    seeds = [0, 7, MAX_SEED]
+    for prior, draw in (
+        ("uniform", lambda r: r.uniform(-1, 1, 5)),
+        ("normal", lambda r: r.standard_normal(5)),
+    ):
+        expected = [draw(np.random.RandomState(s)).astype(np.float32) for s in seeds]
+        np.testing.assert_array_equal(latents_from_seeds(seeds, 5, prior), np.stack(expected))
+    assert latents_from_seeds([], 5).shape == (0, 5)
+    with pytest.raises(ValueError, match="seed must be in"):
+        latents_from_seeds([1, MAX_SEED + 1], 5)
+
+
+def test_fresh_seeds_are_python_ints_in_the_seed_range():
+    seeds = fresh_seeds(1000)
+    assert len(seeds) == 1000 and all(type(s) is int and 0 <= s <= MAX_SEED for s in seeds)
+    assert len(set(seeds)) > 990 and max(seeds) > 2**31  # the whole 32-bit range, not 31 bits
+    assert fresh_seeds(0) == []
 
 
 def test_uniform_prior_stays_in_the_unit_cube():
