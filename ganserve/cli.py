@@ -272,12 +272,10 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    import asyncio
-
     from ganserve.service.config import ServeConfig
-    from ganserve.service.server import serve
+    from ganserve.service.workers import run
 
-    asyncio.run(serve(dataclass_from_args(ServeConfig, args)))
+    run(dataclass_from_args(ServeConfig, args))
     return 0
 
 

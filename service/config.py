@@ -122,3 +122,10 @@ class ServeConfig:
     auth_token_env: str = field(
         default="", metadata={"help": "environment variable holding the bearer token"}
     )
+    event_loop: str = field(
+        default="auto",
+        metadata={
+            "help": "asyncio event loop: uvloop (less CPU per call), asyncio, or auto (uvloop when "
+            "installed)"
+        },
+    )
