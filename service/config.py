@@ -129,3 +129,10 @@ class ServeConfig:
             "installed)"
         },
     )
+    workers: int = field(
+        default=1,
+        metadata={
+            "help": "service processes sharing the port (SO_REUSEPORT), each with its own "
+            "instances and event loop; metrics merged on --metrics-port"
+        },
+    )

@@ -299,7 +299,10 @@ async def start_http_face(servicer: GenerationServicer, config: ServeConfig, hos
     """Serve the app on ``config.http_port`` (0: any free port) in the running event loop."""
     runner = web.AppRunner(build_app(servicer, config), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, config.http_port, ssl_context=ssl_context(config))
+    site = web.TCPSite(
+        runner, host, config.http_port, ssl_context=ssl_context(config),
+        reuse_port=config.workers > 1,  # --workers share the port, as they share gRPC's
+    )  # fmt: skip
     await site.start()
     port = runner.addresses[0][1]
     log.info("HTTP/JSON API and explorer on %s://%s:%d/", "https" if config.tls_cert else "http", host, port)  # fmt: skip

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ganserve.description import ModelDescription
@@ -25,6 +27,7 @@ LATENCY_BUCKETS = (
     10,
     30,
 )
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set for the workers of --workers N (workers.py)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
@@ -46,9 +49,12 @@ class ServiceMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Gauges say how the workers of `--workers N` merge (prometheus-client multiprocess
+        # mode; ignored in one process): in flight summed, ready only when every worker is.
         self.in_flight = Gauge(
-            "ganserve_in_flight_requests", "RPCs being served", ["method"], registry=r
-        )
+            "ganserve_in_flight_requests", "RPCs being served", ["method"], registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.images = Counter(
             "ganserve_images_generated", "images returned to clients", ["model"], registry=r
         )
@@ -72,10 +78,13 @@ class ServiceMetrics:
             "served models",
             ["model", "kind", "backend", "latent_dim", "dataset"],
             registry=r,
+            multiprocess_mode="livemax",
         )
+        self._described: set[tuple[str, ...]] = set()
         self.backend_ready = Gauge(
-            "ganserve_backend_ready", "1 while the backend can serve", ["backend"], registry=r
-        )
+            "ganserve_backend_ready", "1 while the backend can serve", ["backend"], registry=r,
+            multiprocess_mode="livemin",
+        )  # fmt: skip
 
     # InferenceObserver
     def batch_done(
@@ -86,11 +95,17 @@ class ServiceMetrics:
         self.inference_time.labels(backend, model).observe(inference_s)
 
     def describe_models(self, models: dict[str, ModelDescription], backend: str) -> None:
-        self.model_info.clear()
-        for m in models.values():
-            self.model_info.labels(m.name, m.kind.value, backend, str(m.latent_dim), m.dataset).set(
-                1
-            )
+        described = {
+            (m.name, m.kind.value, backend, str(m.latent_dim), m.dataset) for m in models.values()
+        }
+        if MULTIPROCESS_ENV in os.environ:  # --workers: the shared files keep every label set
+            for labels in self._described - described:
+                self.model_info.labels(*labels).set(0)
+        else:
+            self.model_info.clear()
+        for labels in described:
+            self.model_info.labels(*labels).set(1)
+        self._described = described
 
     def serve_http(self, port: int, address: str = "0.0.0.0", tls: dict | None = None):
         """Start ``/metrics``; returns the HTTP server (``server_port`` is the bound port).

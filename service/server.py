@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def build_backend(config: ServeConfig, metrics: ServiceMetrics) -> Backend:
             batching=config.batching,
             instances=config.instances,
             intra_op_threads=config.ort_threads,
+            workers=config.workers,
         )
         return EmbeddedBackend(settings, observer=metrics)
     if config.backend == "triton":
@@ -185,7 +187,7 @@ async def create_server(config: ServeConfig, backend: Backend | None = None) -> 
     options = [
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.max_receive_message_length", config.max_request_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if config.workers > 1 else 0),  # workers share the port
     ]
     server = grpc.aio.server(options=options)
     operations = Operations(backend, config)
@@ -223,17 +225,22 @@ async def create_server(config: ServeConfig, backend: Backend | None = None) -> 
     return service
 
 
-async def serve(config: ServeConfig) -> None:
-    service = await create_server(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+def _announce(service: Service) -> None:
     print(
         f"ganserve: gRPC on port {service.port}, HTTP/JSON and the explorer on port "
         f"{service.http_port}, metrics on port {service.metrics_port}",
         flush=True,
     )
+
+
+async def serve(config: ServeConfig, started: Callable[[Service], None] = _announce) -> None:
+    """Serve until SIGTERM/SIGINT, then drain; ``started`` is told once the server listens."""
+    service = await create_server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    started(service)
     await stop.wait()
     log.info("shutting down: draining in-flight calls for up to %.1fs", config.grace_period_s)
     await service.stop()

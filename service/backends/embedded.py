@@ -82,14 +82,15 @@ def usable_cores() -> int:
     return min(cores, limit) if limit else cores
 
 
-def plan_instances(instances: int, threads: int, on_gpu: bool) -> tuple[int, int]:
+def plan_instances(instances: int, threads: int, on_gpu: bool, workers: int = 1) -> tuple[int, int]:
     """(concurrent inferences per model, ONNX Runtime threads each); 0 means choose.
 
     On a CPU, one single-threaded inference per core beats one inference over every core
     (measured: 1.5x on 2 cores, benchmarks/serve_throughput.py), so the default is one instance
-    per core. On a GPU one instance keeps the device busy; its CPU threads only feed it.
+    per core, the cores divided between ``workers`` service processes. On a GPU one instance
+    keeps the device busy; its CPU threads only feed it.
     """
-    cores = usable_cores()
+    cores = max(1, usable_cores() // workers)
     if instances <= 0 and on_gpu:
         instances = 1
     elif instances <= 0:
@@ -127,6 +128,7 @@ class EmbeddedSettings:
     instances: int = 0  # concurrent inferences per model; 0: one per core (CPU), one (GPU)
     intra_op_threads: int = 0  # ONNX Runtime threads per inference; 0: cores / instances
     prefer_gpu: bool | None = None  # None: use a GPU when one is really usable
+    workers: int = 1  # service processes sharing this machine's cores (--workers)
 
 
 class _LoadedModel:
@@ -176,6 +178,7 @@ class EmbeddedBackend(Backend):
             self.settings.instances,
             self.settings.intra_op_threads,
             on_gpu=providers[0] == "CUDAExecutionProvider",
+            workers=self.settings.workers,
         )
         self._executor = ThreadPoolExecutor(
             max_workers=self.instances * len(paths), thread_name_prefix="ort"
