@@ -161,13 +161,17 @@ class Service:
         if self._watch is not None:
             self._watch.cancel()
         await self._set_health(False)
+        ends = asyncio.get_running_loop().time() + grace
         if self.calls is not None and not await self.calls.drain(grace):
             log.warning(
                 "grace period of %.1fs over with %d calls still running",
                 grace,
                 self.calls.in_flight,
             )
-        await self.server.stop(0.5)
+        # Handlers have returned, but a stream's last messages and status may still be on their
+        # way to a slow reader: the rest of the grace period is theirs (grpc ends sooner when
+        # every call is done), then grpc cancels what is left.
+        await self.server.stop(max(0.5, ends - asyncio.get_running_loop().time()))
         if self.http is not None:
             await self.http.close()
         await self.backend.close()

@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from multiprocessing.connection import Connection, wait
@@ -93,11 +94,23 @@ def reserved_port(address: str) -> Iterator[str]:
         sock.close()
 
 
-def _worker_main(config: ServeConfig, index: int, ready: Connection, log_level: int) -> None:
+def _drain_when_orphaned(lifeline: Connection) -> None:
+    """In a thread of each worker: the supervisor holds the other end of ``lifeline``; when it
+    is gone (even killed with SIGKILL) the read ends, and the worker drains as on SIGTERM rather
+    than serve on without a supervisor."""
+    with contextlib.suppress(EOFError, OSError):
+        lifeline.recv()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _worker_main(
+    config: ServeConfig, index: int, ready: Connection, lifeline: Connection, log_level: int
+) -> None:
     """One worker process: the service on the shared port, metrics into the shared folder."""
     logging.basicConfig(
         level=log_level, format=f"%(asctime)s %(levelname)s worker {index} %(name)s: %(message)s"
     )
+    threading.Thread(target=_drain_when_orphaned, args=(lifeline,), daemon=True).start()
     from .server import serve
 
     def started(service) -> None:
@@ -112,6 +125,7 @@ class _Worker:
     index: int
     process: multiprocessing.Process
     ready: Connection | None  # until the worker said it serves
+    lifeline: Connection  # open while this supervisor lives (the worker watches it)
     started: float = dataclasses.field(default_factory=time.monotonic)
 
 
@@ -169,14 +183,16 @@ class Supervisor:
 
     def _start(self, index: int, config: ServeConfig) -> None:
         receive, send = self._context.Pipe(duplex=False)
+        lifeline, held = self._context.Pipe(duplex=False)  # this process keeps `held` open
         process = self._context.Process(
             target=_worker_main,
-            args=(config, index, send, logging.getLogger().getEffectiveLevel()),
+            args=(config, index, send, lifeline, logging.getLogger().getEffectiveLevel()),
             name=f"ganserve-worker-{index}",
         )
         process.start()
         send.close()
-        self._workers[index] = _Worker(index, process, receive)
+        lifeline.close()
+        self._workers[index] = _Worker(index, process, receive, held)
 
     def _wait_until_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S

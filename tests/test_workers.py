@@ -53,13 +53,21 @@ def _per_worker(metrics_dir, scratch, name: str, **labels) -> dict[int, float]:
     return values
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for whoever adopted it to reap it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(tiny_repo, tmp_path):
     metrics_dir, scratch = tmp_path / "metrics", tmp_path / "scratch"
     metrics_dir.mkdir()
     scratch.mkdir()
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     command = [sys.executable, "-m", "ganserve.cli", "serve", "--workers", "2", "--models", str(tiny_repo),
-               "--address", "127.0.0.1:0", "--metrics-port", "0", "--grace-period-s", "20"]  # fmt: skip
+               "--address", "127.0.0.1:0", "--http-port", "0", "--metrics-port", "0", "--grace-period-s", "20"]  # fmt: skip
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=log, text=True)
     announced = []
@@ -140,9 +148,34 @@ def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(tiny_repo
             frames = [first, *rest]
             assert len(frames) == 1000 and frames[-1].index == 999
         assert process.wait(60) == 0, (tmp_path / "serve.log").read_text()
-        assert not any(Path(f"/proc/{pid}").exists() for pid in counted)  # both workers ended
+        assert not any(_running(pid) for pid in counted)  # both workers ended
     finally:
         if process.poll() is None:
             process.kill()
         for channel in locals().get("channels", []):
             channel.close()
+
+
+def test_workers_drain_and_end_when_the_supervisor_is_killed(tiny_repo, tmp_path):
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    command = [sys.executable, "-m", "ganserve.cli", "serve", "--workers", "2", "--models", str(tiny_repo),
+               "--address", "127.0.0.1:0", "--http-port", "-1", "--metrics-port", "-1", "--grace-period-s", "1"]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert b"(2 workers)" in process.stdout.readline()
+        workers = {
+            int(m.group(1))
+            for p in metrics_dir.iterdir()
+            if (m := re.search(r"_(\d+)\.db$", p.name))
+        }
+        assert len(workers) == 2
+        process.kill()  # no chance to pass anything on
+        deadline = time.monotonic() + 30
+        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_running(pid) for pid in workers), "orphaned workers still serve"
+    finally:
+        if process.poll() is None:
+            process.kill()
