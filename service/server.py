@@ -91,7 +91,7 @@ def _credentials(config: ServeConfig) -> grpc.ServerCredentials | None:
     )
 
 
-def _metrics_tls(config: ServeConfig) -> dict[str, str | bool]:
+def metrics_tls(config: ServeConfig) -> dict[str, str | bool]:
     """prometheus-client's TLS arguments for /metrics: by default the gRPC port's certificate and
     client CA, so turning TLS on never leaves the metrics in plain HTTP by accident."""
     cert = config.metrics_tls_cert or config.tls_cert
@@ -217,7 +217,7 @@ async def create_server(config: ServeConfig, backend: Backend | None = None) -> 
             GenerationServicer(operations, calls, transport="http"), config, host
         )
     if config.metrics_port >= 0:
-        service.metrics_http = metrics.serve_http(config.metrics_port, host, _metrics_tls(config))
+        service.metrics_http = metrics.serve_http(config.metrics_port, host, metrics_tls(config))
     ready = backend.is_ready()
     await service._publish(ready)
     service._watch = asyncio.get_running_loop().create_task(service._watch_backend(ready))

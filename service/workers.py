@@ -229,10 +229,14 @@ class Supervisor:
         from prometheus_client import CollectorRegistry, start_http_server
         from prometheus_client.multiprocess import MultiProcessCollector
 
+        from .server import metrics_tls
+
         registry = CollectorRegistry()
         MultiProcessCollector(registry, path=str(metrics_dir))
         host = self.config.address.rsplit(":", 1)[0].strip("[]") or "0.0.0.0"
-        server, _thread = start_http_server(self.config.metrics_port, addr=host, registry=registry)
+        server, _thread = start_http_server(
+            self.config.metrics_port, addr=host, registry=registry, **metrics_tls(self.config)
+        )  # the same TLS as one process's /metrics
         return server
 
     def _supervise(self, config: ServeConfig, metrics_dir: Path) -> None:
