@@ -3,25 +3,25 @@
     python benchmarks/call_profile.py [--seconds 10] [--flags "--event-loop asyncio"] [--out F]
 
 Starts ``ganserve serve`` (embedded backend, shipped models), drives it with 32 closed-loop
-clients, and meanwhile samples it with py-spy (``pip install py-spy``; idle threads are not
-sampled). The server's CPU per call comes from /proc (utime + stime of every thread over the
-measured calls); it is split between stages by the share of py-spy's samples that fall in each:
-a sample belongs to the innermost frame from one of the service's own modules (so NumPy called
-from latents.py counts as latents), and to "gRPC and event loop" when no such frame is on the
-stack (grpc's Cython core, protobuf parsing, the loop's polling).
+clients, and meanwhile samples it with py-spy (``pip install py-spy``). Each thread's CPU comes
+from /proc (utime + stime over the measured calls) and is split between stages by that thread's
+samples (samples of a thread waiting for work are left out): a sample belongs to the innermost
+frame from one of the service's own modules (so NumPy called from latents.py counts as latents),
+and to "gRPC and event loop" when no such frame is on the stack (grpc's Cython core, protobuf
+parsing, the loop's polling), as does the CPU of grpc's own C threads, which py-spy cannot see.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import shlex
 import subprocess
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,33 +51,49 @@ def stage_of(stack: list[str]) -> str:
     return OTHER
 
 
+IDLE_LEAVES = ("_worker (concurrent/futures/thread.py:81)",)  # an executor thread waiting for work
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of ``pid``."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            found[int(task.name)] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
 def profile(seconds: float, flags: list[str], model: str) -> dict:
     with Service(SHIPPED, *flags) as service, tempfile.TemporaryDirectory() as scratch:
         load(service.address, model, 2.0, concurrency=(32,))  # warm
         raw = Path(scratch) / "samples.txt"
         spy = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(service.pid), "--duration", str(int(seconds)),
-             "--rate", "200", "--format", "raw", "--nonblocking", "-o", str(raw)],
+            ["py-spy", "record", "--pid", str(service.pid), "--duration", str(int(seconds) + 2),
+             "--rate", "200", "--format", "raw", "--threads", "--nonblocking", "-o", str(raw)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        result: dict = {}
-        runner = threading.Thread(
-            target=lambda: result.update(load(service.address, model, seconds, service.pid, concurrency=(32,)))
-        )  # fmt: skip
-        runner.start()
-        runner.join()
+        before = thread_cpu(service.pid)  # the split: from the threads' CPU here (warm-up
+        result = load(service.address, model, seconds, service.pid, concurrency=(32,))
+        after = thread_cpu(service.pid)  # included); the total: over the measured calls alone
         spy.wait(60)
-        counts: collections.Counter = collections.Counter()
+        samples: dict[int, collections.Counter] = collections.defaultdict(collections.Counter)
         for line in raw.read_text().splitlines():
             stack, _, n = line.rpartition(" ")
-            counts[stage_of(stack.split(";"))] += int(n)
-    total = sum(counts.values())
-    per_call = result["server_cpu_us_per_call"]
-    stages = {
-        stage: round(per_call * counts[stage] / total, 1) for stage, _ in (*STAGES, (OTHER, ()))
-    }
+            thread, *frames = stack.split(";")
+            if frames and not frames[-1].startswith(IDLE_LEAVES):
+                tid = int(thread.split("(")[1].split(")")[0])
+                samples[tid][stage_of(frames)] += int(n)
+    stages = dict.fromkeys([stage for stage, _ in STAGES] + [OTHER], 0.0)
+    for tid, cpu in after.items():
+        used = cpu - before.get(tid, 0.0)
+        seen = sum(samples[tid].values())
+        for stage, n in samples[tid].items() if seen else [(OTHER, 1)]:
+            stages[stage] += used * n / max(seen, 1)
+    total, per_call = sum(stages.values()), result["server_cpu_us_per_call"]
     return {"flags": flags, "rpc_per_s": result["rpc_per_s"], "server_cpu_us_per_call": per_call,
-            "samples": total, "us_per_call_by_stage": stages}  # fmt: skip
+            "us_per_call_by_stage": {k: round(per_call * v / total, 1) for k, v in stages.items()}}  # fmt: skip
 
 
 def main() -> None:
@@ -90,8 +106,9 @@ def main() -> None:
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     found = profile(args.seconds, shlex.split(args.flags), args.model)
-    print(f"{found['server_cpu_us_per_call']:.0f} us server CPU per call at {found['rpc_per_s']:.0f} calls/s "
-          f"({found['samples']} samples)")  # fmt: skip
+    print(
+        f"{found['server_cpu_us_per_call']:.0f} us server CPU per call at {found['rpc_per_s']:.0f} calls/s"
+    )
     for stage, us in sorted(found["us_per_call_by_stage"].items(), key=lambda kv: -kv[1]):
         print(f"  {stage:42s} {us:6.0f} us")
     if args.out:
