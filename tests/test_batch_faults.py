@@ -126,9 +126,10 @@ def test_a_storage_error_stops_at_once_and_leaves_no_orphan(tmp_path, monkeypatc
     assert report.exit_code == 4 and errno.errorcode[code] in str(report.error)
     assert "run the same command again" in str(report.error)
     requested = [s for call in client.calls for s in call]
-    assert (
-        len(requested) == len(set(requested)) <= 10 + 3 * 4
-    )  # no retry, stopped within a few calls
+    # No retry, and stopped within a few calls: besides the failing call and the one in flight,
+    # calls answered while files are written beside the event loop may already have been sent
+    # (seen under a load of 14: 6 calls); half the job is the bound, far from all 60 seeds.
+    assert len(requested) == len(set(requested)) <= 10 + 5 * 4
     done = check_consistent(out)
     assert 0 < len(done) < 60 and report.left == 60 - len(done)
     monkeypatch.undo()
