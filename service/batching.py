@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backends.base import InferenceObserver, NullObserver
-from .errors import DeadlineExceeded, Overloaded
+from .errors import BackendUnavailable, DeadlineExceeded, Overloaded
 
 RunFn = Callable[[dict[str, np.ndarray], list[str]], dict[str, np.ndarray]]
 MIN_SPLIT_IMAGES = 8  # smallest piece of work worth a second instance
@@ -87,6 +87,7 @@ class DynamicBatcher:
         self._busy = 0  # batches running
         self._dispatch_pending = False  # a dispatch is scheduled for this loop turn
         self._timer: asyncio.TimerHandle | None = None  # fills a batch for max_queue_delay_s
+        self._closed = False
 
     @property
     def queued_images(self) -> int:
@@ -95,6 +96,8 @@ class DynamicBatcher:
     async def submit(
         self, inputs: dict[str, np.ndarray], outputs: Sequence[str], timeout_s: float | None = None
     ) -> dict[str, np.ndarray]:
+        if self._closed:
+            raise BackendUnavailable(f"{self.model}: the batcher is closed (shutting down)")
         size = len(next(iter(inputs.values())))
         if self._queued_images + size > self.max_queued_images:
             raise Overloaded(
@@ -130,7 +133,8 @@ class DynamicBatcher:
         """Start nothing more (after shutdown has drained the calls); wait for running batches."""
         if self._timer is not None:
             self._timer.cancel()
-        self.instances = 0
+        self._closed = True
+        self.instances = 0  # what is still queued is not started (its callers were drained)
         while self._busy:  # rare (once per model at shutdown): a poll is simpler than an event
             await asyncio.sleep(CLOSE_POLL_S)
 

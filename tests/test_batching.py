@@ -213,3 +213,16 @@ def test_a_container_cpu_quota_caps_the_cores(tmp_path):
     assert cgroup_cpu_limit(((tmp_path / "absent", None), (quota, period))) == 4
     quota.write_text("-1\n")
     assert cgroup_cpu_limit(((quota, period),)) is None
+
+
+def test_a_closed_batcher_refuses_new_work_at_once():
+    from ganserve.service.errors import BackendUnavailable
+
+    async def scenario():
+        b = batcher(Recorder(), max_batch_size=4, max_queue_delay_s=0.0)
+        assert (await b.submit(z(2), ["out"]))["out"].shape == (2, 1)
+        await b.close()
+        with pytest.raises(BackendUnavailable, match="closed"):
+            await b.submit(z(1), ["out"])
+
+    asyncio.run(scenario())
