@@ -12,6 +12,7 @@ from ganserve.description import CLASS_WEIGHTS_INPUT, ModelKind
 from ganserve.export.onnx_export import example_inputs, read_description
 from ganserve.export.triton_repo import read_config
 from ganserve.latents import latents_from_seeds
+from ganserve.training.metrics import mean_pairwise_distance
 from ganserve.v1 import generation_pb2 as pb
 from ganserve.v1 import generation_pb2_grpc as pb_grpc
 from tests.conftest import RunningService, serve_config
@@ -81,12 +82,6 @@ def test_make_run_configuration_serves_them():
         running.stop()
 
 
-def _mean_pairwise_distance(images: np.ndarray) -> float:
-    flat = images.reshape(len(images), -1).astype(np.float64)
-    distances = np.sqrt(((flat[:, None, :] - flat[None, :, :]) ** 2).sum(-1))
-    return float(distances[np.triu_indices(len(flat), 1)].mean())
-
-
 def _generate(name: str, seeds: range, label: int | None) -> np.ndarray:
     """Images in [0, 255] from the shipped ONNX file, as the service makes them."""
     path = REPO / name / "1" / "model.onnx"
@@ -109,7 +104,7 @@ def test_conditional_model_uses_its_latent_in_every_class(label):
     reference = np.load(REFERENCE)
     real = reference["images"][reference["labels"] == label][:16]
     generated = _generate("fmnist-cgan", range(16), label)
-    ratio = _mean_pairwise_distance(generated) / _mean_pairwise_distance(real)
+    ratio = mean_pairwise_distance(generated) / mean_pairwise_distance(real)
     assert ratio >= 0.5, f"class {label}: generated/real pairwise distance {ratio:.2f}"
 
 
@@ -117,7 +112,5 @@ def test_conditional_model_uses_its_latent_in_every_class(label):
 def test_small_latent_models_vary_with_their_latent(name):
     reference = np.load(REFERENCE)
     real = reference["images"][np.arange(len(reference["images"])) % 10 == 0]  # 16 mixed classes
-    ratio = _mean_pairwise_distance(_generate(name, range(16), None)) / _mean_pairwise_distance(
-        real
-    )
+    ratio = mean_pairwise_distance(_generate(name, range(16), None)) / mean_pairwise_distance(real)
     assert ratio >= 0.5, f"{name}: generated/real pairwise distance {ratio:.2f}"

@@ -62,9 +62,9 @@ class RealReference:
 
 def score_generator(
     ckpt: LoadedCheckpoint, reference: RealReference, weights: str = "auto"
-) -> dict[str, Any]:
-    """Fréchet ratio, within-class diversity and class statistics (no IC): cheap enough to run
-    on every checkpoint of a run."""
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Fréchet ratio, within-class diversity and class statistics (no IC), and the generated
+    images they were measured on: cheap enough to run on every checkpoint of a run."""
     generator = ckpt.generator(weights)
     fake, requested = generate_samples(
         generator, len(reference.images), ckpt.model.prior.value, ckpt.model.num_classes
@@ -77,7 +77,7 @@ def score_generator(
         "samples": len(fake),
     }
     if reference.classifier is None:
-        return result | {"fake": fake}
+        return result, fake
     fake_features, fake_probs = classifier_outputs(reference.classifier, fake)
     predicted = fake_probs.argmax(axis=1)
     fd = _fd(fake_features, reference.features)
@@ -104,7 +104,7 @@ def score_generator(
     }
     if requested is not None:
         result["class_consistency"] = class_consistency(fake_probs, requested)
-    return result | {"fake": fake}
+    return result, fake
 
 
 def evaluate_gan(
@@ -117,8 +117,7 @@ def evaluate_gan(
 ) -> dict[str, Any]:
     classifier = classifier_ckpt.classifier() if classifier_ckpt is not None else None
     reference = RealReference(splits, classifier, samples)
-    result = score_generator(ckpt, reference, weights)
-    fake = result.pop("fake")
+    result, fake = score_generator(ckpt, reference, weights)
     if strength != "none":
         started = time.perf_counter()
         ic = independent_classifier_test(reference.images, fake, IC_STRENGTHS[strength], seed=0)

@@ -55,7 +55,7 @@ def select_checkpoint(
     for path in paths:
         ckpt = load_checkpoint(path)
         for weights in ("raw", "ema") if ckpt.raw.get("ema") else ("raw",):
-            score = score_generator(ckpt, reference, weights)
+            score, _ = score_generator(ckpt, reference, weights)
             rows.append(_row(path, score))
             log.info(
                 "%s %s: Fréchet ratio %.1f, diversity min %.2f, consistency %s",

@@ -374,12 +374,7 @@ class GANTrainer(_Trainer):
             real = data.scaled(index).to(device)
             labels = data.labels[index].to(device) if self.model_cfg.conditional else None
             n = len(index)
-            z = self._sample_prior(n, noise).to(device)
-            fake_labels = (
-                torch.randint(0, self.model_cfg.num_classes, (n,), generator=noise).to(device)
-                if self.model_cfg.conditional
-                else None
-            )
+            z, fake_labels = self._sample_inputs(n, noise)
             fake = g(z, fake_labels)
 
             self.opt_d.zero_grad(set_to_none=True)
