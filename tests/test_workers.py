@@ -23,6 +23,10 @@ from ganserve.v1 import generation_pb2_grpc as pb_grpc
 
 # Each channel its own connection: channels to one address otherwise share one (grpc's pool).
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+# ... and for a stream that must stay in flight while it is not read, no window growth: with
+# BDP probing the client's transport takes a whole 1,000-frame stream (3 MB) unread, the worker's
+# drain ends at once, and a call reaching it in grpc's own shutdown is CANCELLED, not refused.
+UNREAD_STREAM = [*OWN_CONNECTION, ("grpc.http2.bdp_probe", 0)]
 ANNOUNCED = re.compile(r"gRPC on port (\d+), .* metrics on port (\d+) \(2 workers\)")
 
 
@@ -119,7 +123,7 @@ def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(tiny_repo
         streams, channels = [], []
         keys = [pb.LatentSource(seed=1), pb.LatentSource(seed=2)]
         while len(channels) < 24:
-            channel = grpc.insecure_channel(address, OWN_CONNECTION)
+            channel = grpc.insecure_channel(address, UNREAD_STREAM)
             stream = pb_grpc.GenerationServiceStub(channel).Interpolate(
                 pb.InterpolateRequest(model="gen2d", keys=keys, steps=1000, format=pb.RAW_FLOAT32)
             )
@@ -144,6 +148,10 @@ def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(tiny_repo
                 except grpc.RpcError as exc:
                     refused.add(exc.code())
         assert refused == {grpc.StatusCode.UNAVAILABLE}
+        still = _per_worker(
+            metrics_dir, scratch, "ganserve_in_flight_requests", method="Interpolate"
+        )
+        assert min(still.values()) >= 1, f"a worker's drain ended before the refusals: {still}"
         for first, rest in streams:  # every in-flight stream still completes
             frames = [first, *rest]
             assert len(frames) == 1000 and frames[-1].index == 999
