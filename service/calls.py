@@ -70,6 +70,8 @@ class CallGate:
         self._idle.set()
         self._requests: dict[tuple[str, grpc.StatusCode, str], object] = {}
         self._images: dict[str, object] = {}
+        self._latency: dict[tuple[str, str], object] = {}
+        self._in_flight: dict[str, object] = {}
 
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new calls from now on; True when every in-flight call ended within ``timeout_s``."""
@@ -88,6 +90,18 @@ class CallGate:
                 method, code.name, transport
             )
         counter.inc()
+
+    def _method_metrics(self, method: str, transport: str) -> tuple[object, object]:
+        """The method's in-flight gauge and latency histogram (labelled children, made once)."""
+        latency = self._latency.get((method, transport))
+        if latency is None:
+            latency = self._latency[method, transport] = self.metrics.latency.labels(
+                method, transport
+            )
+        in_flight = self._in_flight.get(method)
+        if in_flight is None:
+            in_flight = self._in_flight[method] = self.metrics.in_flight.labels(method)
+        return in_flight, latency
 
     def count_images(self, request, response) -> None:
         if count := images_in(response):
@@ -181,7 +195,9 @@ class _Call:
     """One call through the gate: admitted and read by ``read``, counted and mapped to a status
     on exit (where an error is turned into the call's status and suppressed)."""
 
-    __slots__ = ("admitted", "context", "gate", "method", "parse", "started", "status", "transport")
+    __slots__ = (
+        "admitted", "context", "gate", "method", "metrics", "parse", "started", "status", "transport",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -210,7 +226,8 @@ class _Call:
             raise Overloaded(f"{gate.in_flight} calls in flight, the limit; retry later")
         gate.in_flight += 1
         gate._idle.clear()
-        gate.metrics.in_flight.labels(method).inc()
+        self.metrics = gate._method_metrics(method, self.transport)
+        self.metrics[0].inc()
         self.started = time.perf_counter()
         self.admitted = True
         if self.parse is None:
@@ -232,10 +249,9 @@ class _Call:
             code = grpc.StatusCode.UNKNOWN
         gate._count(method, code, self.transport)
         if self.admitted:
-            gate.metrics.latency.labels(method, self.transport).observe(
-                time.perf_counter() - self.started
-            )
-            gate.metrics.in_flight.labels(method).dec()
+            in_flight, latency = self.metrics
+            latency.observe(time.perf_counter() - self.started)
+            in_flight.dec()
             gate.in_flight -= 1
             if gate.in_flight == 0:
                 gate._idle.set()

@@ -174,14 +174,15 @@ class Operations:
         )
         feeds = steering.model_inputs(model, latents, chosen, scales)
         result = await self.backend.infer(model.name, feeds, ["image"], timeout_s)
-        images = []
+        response = pb.GenerateResponse(model=model.name)
+        add = response.images.add  # built in place: a message passed to a constructor is copied
         for i, fields in enumerate(await _encoded(model, result["image"], request.format)):
-            image = pb.GeneratedImage(latent=pb.Latent(values=latents[i].tolist()), **fields)
+            image = add(**fields)
+            image.latent.values.extend(latents[i].tolist())
             if seeds[i] is not None:
                 image.seed = seeds[i]
             steering.report(image, chosen, i)
-            images.append(image)
-        return pb.GenerateResponse(model=model.name, images=images)
+        return response
 
     # -- Interpolate -----------------------------------------------------------------------------
     async def interpolate(

@@ -162,21 +162,51 @@ def model_inputs(
     count = len(latents)
     feeds = {"z": np.ascontiguousarray(latents, dtype=np.float32)}
     chosen = chosen or Classes()
-    if model.conditional and model.blendable:
+    constants = _constants(model)
+    if constants.one_hot is not None:
         weights = chosen.weights
         if weights is None:
-            weights = np.eye(model.num_classes, dtype=np.float32)[chosen.labels]
+            weights = constants.one_hot[chosen.labels]
         feeds[CLASS_WEIGHTS_INPUT] = np.ascontiguousarray(weights, dtype=np.float32)
     elif model.conditional:
         feeds[LABEL_INPUT] = chosen.labels.astype(np.int64)
-    scales = scales or {}
-    for layer, channels in model.editable_layers:
-        row = scales.get(layer)
-        row = np.ones(channels, np.float32) if row is None else row
-        # A broadcast view: no [N, channels] array is made per request (the batcher and the
-        # Triton client copy the inputs into one contiguous batch anyway).
-        feeds[scale_input(layer)] = np.broadcast_to(row, (count, channels))
+    for layer, name, ones in constants.unedited:
+        row = scales.get(layer) if scales else None
+        row = ones if row is None else row
+        # A view: no [N, channels] array is made per request (the batcher and the Triton client
+        # copy the inputs into one contiguous batch anyway); one image, the row as one.
+        feeds[name] = row[np.newaxis] if count == 1 else np.broadcast_to(row, (count, len(row)))
     return feeds
+
+
+@dataclass(frozen=True)
+class _ModelConstants:
+    """What every request to a model shares: the one-hot rows of its classes (blendable
+    models) and, per editable layer, its input's name and a row of ones (nothing edited)."""
+
+    one_hot: np.ndarray | None
+    unedited: tuple[tuple[str, str, np.ndarray], ...]  # (layer, input name, ones)
+
+
+_CONSTANTS: dict[tuple, _ModelConstants] = {}  # keyed by what they are made of
+
+
+def _constants(model: ModelDescription) -> _ModelConstants:
+    blended = model.conditional and model.blendable
+    key = (blended, model.num_classes, model.editable_layers)
+    found = _CONSTANTS.get(key)
+    if found is None:
+        one_hot = None
+        if blended:
+            one_hot = np.eye(model.num_classes, dtype=np.float32)
+            one_hot.flags.writeable = False
+        unedited = []
+        for layer, channels in model.editable_layers:
+            ones = np.ones(channels, np.float32)
+            ones.flags.writeable = False  # shared by every request: views of it stay read-only
+            unedited.append((layer, scale_input(layer), ones))
+        found = _CONSTANTS[key] = _ModelConstants(one_hot, tuple(unedited))
+    return found
 
 
 def report(image: pb.GeneratedImage, chosen: Classes, i: int) -> None:

@@ -104,15 +104,21 @@ def labels(
         if len(values):
             raise InvalidArgument(field, f"{model.name!r} is not conditional; send no labels")
         return None
-    if len(values) not in (1, count):
-        raise InvalidArgument(field, f"give 1 label or one per image ({count}), got {len(values)}")
+    given = len(values)
+    if given not in (1, count):
+        raise InvalidArgument(field, f"give 1 label or one per image ({count}), got {given}")
+    if given == 1:  # the common case, without NumPy's conversion of a protobuf field
+        value = int(values[0])
+        if not 0 <= value < model.num_classes:
+            raise InvalidArgument(field, f"label {value} out of range [0, {model.num_classes - 1}]")
+        return np.full(count, value, np.int64)
     array = np.asarray(values, dtype=np.int64)
     bad = array[(array < 0) | (array >= model.num_classes)]
     if bad.size:
         raise InvalidArgument(
             field, f"label {int(bad[0])} out of range [0, {model.num_classes - 1}]"
         )
-    return np.broadcast_to(array, (count,)).copy() if len(values) == 1 else array
+    return array
 
 
 def single_label(
