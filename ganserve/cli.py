@@ -129,13 +129,18 @@ def _select_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--min-diversity", type=float, default=0.8, help="within-class diversity every class needs"
     )
+    parser.add_argument(
+        "--from-epoch", type=int, default=1, help="score the checkpoints from this epoch on"
+    )
     parser.set_defaults(handler=_run_select)
 
 
 def _run_select(args: argparse.Namespace) -> int:
     from ganserve.training.selection import select_checkpoint
 
-    selection = select_checkpoint(args.run, args.classifier, args.samples, args.min_diversity)
+    selection = select_checkpoint(
+        args.run, args.classifier, args.samples, args.min_diversity, args.from_epoch
+    )
     print(json.dumps(selection["selected"], indent=2))
     return 0
 

@@ -142,6 +142,14 @@ def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys)
     assert (selected.epoch, selected.serve_weights) == (best["epoch"], best["weights"])
     assert sum(report["class_histogram"].values()) == pytest.approx(1.0)
 
+    # From a later epoch on, the earlier checkpoints are not scored.
+    assert main(["select", str(tmp_path / "gan"), "--classifier", str(classifier),
+                 "--samples", "64", "--min-diversity", "0", "--from-epoch", "2"]) == 0  # fmt: skip
+    selection = json.loads((tmp_path / "gan" / "selection.json").read_text())
+    assert {r["epoch"] for r in selection["candidates"]} == {2}
+    assert main(["select", str(tmp_path / "gan"), "--classifier", str(classifier),
+                 "--from-epoch", "3"]) == 2  # fmt: skip
+
 
 def test_cli_reports_a_missing_data_set_without_traceback(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2

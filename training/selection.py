@@ -42,13 +42,21 @@ def select_checkpoint(
     classifier: str | Path,
     samples: int = 5000,
     min_diversity: float = 0.8,
+    from_epoch: int = 1,
 ) -> dict[str, Any]:
-    """Score ``run_dir/checkpoints/epoch_*.pt``; write ``selection.json`` and
-    ``checkpoints/selected.pt`` (the winner, marked with the weights to serve)."""
+    """Score ``run_dir/checkpoints/epoch_*.pt`` from epoch ``from_epoch`` on (a long run's early
+    epochs need not be scored again); write ``selection.json`` and ``checkpoints/selected.pt``
+    (the winner, marked with the weights to serve)."""
     run_dir = Path(run_dir)
-    paths = sorted((run_dir / "checkpoints").glob("epoch_*.pt"))
+    paths = [
+        path
+        for path in sorted((run_dir / "checkpoints").glob("epoch_*.pt"))
+        if int(path.stem.removeprefix("epoch_")) >= from_epoch
+    ]
     if not paths:
-        raise CheckpointError(f"{run_dir}/checkpoints: no epoch_*.pt checkpoints to select from")
+        raise CheckpointError(
+            f"{run_dir}/checkpoints: no epoch_*.pt checkpoints from epoch {from_epoch} on"
+        )
     first = load_checkpoint(paths[0])
     reference = RealReference(full_splits(first), load_checkpoint(classifier).classifier(), samples)
     rows = []
@@ -75,6 +83,7 @@ def select_checkpoint(
     selection = {
         "rule": f"lowest Fréchet ratio among candidates with {tier}",
         "samples": samples,
+        "from_epoch": from_epoch,
         "classifier": str(classifier),
         "real_vs_real_floor": reference.floor,
         "selected": best,
