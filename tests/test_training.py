@@ -229,3 +229,21 @@ def test_training_monitors_within_class_diversity_on_the_sampling_path(tmp_path,
     assert 0.0 < float(rows[0]["diversity_min"]) <= float(rows[0]["diversity_mean"])
     # A bound no generator reaches (2× the real variety) must produce the collapse warning.
     assert any("ignoring its latent" in r.message for r in caplog.records)
+
+
+def test_selection_prefers_variety_in_every_class_before_distance():
+    from ganserve.training.selection import choose
+
+    def row(epoch, fd, diversity, share=0.05):
+        return {"epoch": epoch, "fd_ratio": fd, "diversity_min": diversity,
+                "smallest_class_share": share}  # fmt: skip
+
+    varied = [row(1, 90.0, 0.85), row(2, 80.0, 0.82), row(3, 50.0, 0.3)]
+    assert choose(varied, 0.8)[1]["epoch"] == 2  # the bound met: lowest distance among those
+    # None keeps 0.8 (a 2-D latent): the near-copies of one class (0.22) lose to 0.4 of variety.
+    small = [row(28, 123.0, 0.22), row(25, 143.0, 0.40), row(20, 155.0, 0.41), row(19, 126.0, 0.13)]
+    tier, best = choose(small, 0.8)
+    assert best["epoch"] == 25 and "0.4" in tier
+    absent = [row(5, 100.0, 0.0, share=0.0), row(6, 120.0, 0.0, share=0.01)]
+    assert choose(absent, 0.8)[1]["epoch"] == 6  # every class at least present
+    assert choose([row(7, 100.0, 0.0, share=0.0)], 0.8)[1]["epoch"] == 7

@@ -3,7 +3,8 @@
 The last epoch of a GAN run is not its best one, and a plain weight average is not always better
 than the live weights, so both are decided by measurement: the lowest Fréchet ratio among the
 candidates whose every class keeps at least ``min_diversity`` of the real images' variety (when none
-does, among those that make every class at all: a 2-D latent cannot hold a class's whole variety).
+does, the highest fraction of it, in halving steps, that some candidate keeps: a 2-D latent cannot
+hold a class's whole variety; see ``choose``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,25 @@ def _row(path: Path, score: dict[str, Any]) -> dict[str, Any]:
         "class_consistency": score.get("class_consistency"),
         "smallest_class_share": min(score["class_histogram"].values()),
     }
+
+
+def choose(rows: list[dict[str, Any]], min_diversity: float) -> tuple[str, dict[str, Any]]:
+    """The candidate with the lowest Fréchet ratio among those whose every class keeps
+    ``min_diversity`` of real variety; when none does, the bound halves (down to an eighth), so a
+    model that cannot hold a class's whole variety (a 2-D latent) is still chosen for variety
+    before distance: a lower Fréchet ratio bought by one class's near-copies loses. Then every
+    class at least present; then any candidate."""
+    tiers = [
+        (f"every class's feature diversity >= {bound:g}",
+         [r for r in rows if r["diversity_min"] >= bound])
+        for bound in (min_diversity, min_diversity / 2, min_diversity / 4, min_diversity / 8)
+    ] + [
+        ("every class present (none kept an eighth of the diversity bound)",
+         [r for r in rows if r["smallest_class_share"] > 0]),
+        ("any candidate (none had every class)", rows),
+    ]  # fmt: skip
+    tier, eligible = next((name, found) for name, found in tiers if found)
+    return tier, min(eligible, key=lambda r: r["fd_ratio"])
 
 
 def select_checkpoint(
@@ -70,16 +90,7 @@ def select_checkpoint(
                 path.name, weights, rows[-1]["fd_ratio"], rows[-1]["diversity_min"],
                 rows[-1]["class_consistency"],
             )  # fmt: skip
-    # Tiers: every class varied enough; else every class at least present; else any candidate.
-    tiers = [
-        (f"every class's feature diversity >= {min_diversity}",
-         [r for r in rows if r["diversity_min"] >= min_diversity]),
-        ("every class present (none kept the diversity bound)",
-         [r for r in rows if r["smallest_class_share"] > 0]),
-        ("any candidate (none had every class)", rows),
-    ]  # fmt: skip
-    tier, eligible = next((name, found) for name, found in tiers if found)
-    best = min(eligible, key=lambda r: r["fd_ratio"])
+    tier, best = choose(rows, min_diversity)
     selection = {
         "rule": f"lowest Fréchet ratio among candidates with {tier}",
         "samples": samples,
