@@ -9,7 +9,7 @@ RUNS=${RUNS:-runs}
 REPO=${REPO:-deploy/model_repository}
 # The shipped models' epochs (README "Results"): the conditional model and the 2-D model ran
 # longer than the 3-D and 4-D ones; every run can be extended with --resume.
-CGAN_EPOCHS=${CGAN_EPOCHS:-36}
+CGAN_EPOCHS=${CGAN_EPOCHS:-32}
 EPOCHS_2D=${EPOCHS_2D:-30}
 SMALL_EPOCHS=${SMALL_EPOCHS:-10}
 
