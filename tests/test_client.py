@@ -155,3 +155,20 @@ def test_token_option(tiny_repo, monkeypatch):
             assert client.list_models()
     finally:
         running.stop()
+
+
+def test_class_map_has_its_own_default_deadline(service):
+    # The others' short default does not cut a class map short; its own default applies to it.
+    with Client(service.address, timeout_s=0.001) as quick:
+        assert quick.class_map("gen2d", 64).class_ids.shape == (64, 64)
+    with Client(service.address, classmap_timeout_s=0.001) as impatient:
+        with pytest.raises(DeadlineExceededError):
+            impatient.class_map("gen2d", 256, plane=[4, 5, 6])
+        assert impatient.generate("gen2d", seeds=[1])
+
+    async def scenario():
+        async with AsyncClient(service.address, classmap_timeout_s=0.001) as client:
+            with pytest.raises(DeadlineExceededError):
+                await client.class_map("gen2d", 256, plane=[7, 8, 9])
+
+    asyncio.run(scenario())
