@@ -23,18 +23,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_throughput import load
+from serve_throughput import load_spawned_server
 
 VARIANTS = ("unary", "unary_raw", "stream_read", "unary_suspend", "unary_thread")
 
 
-def _serve(variant: str, event_loop: str, ports) -> None:
+def _serve(ports, variant: str, event_loop: str) -> None:
     import asyncio
     import concurrent.futures
 
@@ -116,16 +115,7 @@ def _serve(variant: str, event_loop: str, ports) -> None:
 
 
 def measure(variant: str, event_loop: str, seconds: float) -> dict:
-    context = multiprocessing.get_context("spawn")
-    ports = context.Queue()
-    server = context.Process(target=_serve, args=(variant, event_loop, ports), daemon=True)
-    server.start()
-    try:
-        address = f"127.0.0.1:{ports.get(timeout=60)}"
-        return load(address, "fmnist-cgan", seconds, server.pid, concurrency=(32,))
-    finally:
-        server.terminate()
-        server.join()
+    return load_spawned_server(_serve, (variant, event_loop), seconds)
 
 
 def main() -> None:

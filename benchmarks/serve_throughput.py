@@ -132,12 +132,12 @@ def _answer_with_a_fixed_response(ports, event_loop: str) -> None:
     run_loop(main(), event_loop)
 
 
-def grpc_floor(seconds: float, event_loop: str = "asyncio") -> dict:
+def load_spawned_server(target, args: tuple, seconds: float) -> dict:
+    """32 clients against ``target(ports, *args)`` in its own process (it puts its port on
+    ``ports``), with that process's CPU per call."""
     context = multiprocessing.get_context("spawn")
     ports = context.Queue()
-    server = context.Process(
-        target=_answer_with_a_fixed_response, args=(ports, event_loop), daemon=True
-    )
+    server = context.Process(target=target, args=(ports, *args), daemon=True)
     server.start()
     try:
         address = f"127.0.0.1:{ports.get(timeout=60)}"
@@ -145,6 +145,10 @@ def grpc_floor(seconds: float, event_loop: str = "asyncio") -> dict:
     finally:
         server.terminate()
         server.join()
+
+
+def grpc_floor(seconds: float, event_loop: str = "asyncio") -> dict:
+    return load_spawned_server(_answer_with_a_fixed_response, (event_loop,), seconds)
 
 
 class Service:
