@@ -23,13 +23,12 @@ import argparse
 import asyncio
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_throughput import SHIPPED, grpc_floor, load
+from serve_throughput import SHIPPED, Service, grpc_floor, load
 
 MODEL = "fmnist-cgan"
 
@@ -52,29 +51,11 @@ def _serve_without_inference(argv: list[str]) -> int:
     return main(argv)
 
 
-def _service(null_inference: bool):
-    import grpc
-
-    from ganserve.export.triton_local import free_port
-
-    port = free_port()
-    entry = ["-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-             "from call_cost_split import _serve_without_inference as s; sys.exit(s(sys.argv[1:]))"]  # fmt: skip
-    command = [sys.executable, *(entry if null_inference else ["-m", "ganserve.cli"]),
-               "--log-level", "WARNING", "serve", "--models", str(SHIPPED), "--address",
-               f"127.0.0.1:{port}", "--metrics-port", "-1", "--http-port", "-1"]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{port}")).result(timeout=120)
-    return process, f"127.0.0.1:{port}"
-
-
 def measure_service(null_inference: bool, seconds: float) -> dict:
-    process, address = _service(null_inference)
-    try:
-        return load(address, MODEL, seconds, process.pid, concurrency=(32,))
-    finally:
-        process.terminate()
-        process.wait()
+    entry = ("-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+             "from call_cost_split import _serve_without_inference as s; sys.exit(s(sys.argv[1:]))")  # fmt: skip
+    with Service(SHIPPED, entry=entry if null_inference else ("-m", "ganserve.cli")) as service:
+        return load(service.address, MODEL, seconds, service.pid, concurrency=(32,))
 
 
 class _Context:

@@ -154,9 +154,12 @@ def grpc_floor(seconds: float, event_loop: str = "asyncio") -> dict:
 class Service:
     """``ganserve serve`` in its own process on free ports."""
 
-    def __init__(self, repository: Path, *flags: str):
+    def __init__(
+        self, repository: Path, *flags: str, entry: tuple[str, ...] = ("-m", "ganserve.cli")
+    ):
+        """``entry``: what the interpreter runs (another script taking the same arguments)."""
         self.port, self.metrics_port = free_port(), free_port()
-        command = [sys.executable, "-m", "ganserve.cli", "--log-level", "WARNING", "serve", "--models", str(repository),
+        command = [sys.executable, *entry, "--log-level", "WARNING", "serve", "--models", str(repository),
                    "--address", f"127.0.0.1:{self.port}", "--metrics-port", str(self.metrics_port), "--http-port", "-1", *flags]  # fmt: skip
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -68,10 +68,7 @@ class CallGate:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._requests: dict[tuple[str, grpc.StatusCode, str], object] = {}
-        self._images: dict[str, object] = {}
-        self._latency: dict[tuple[str, str], object] = {}
-        self._in_flight: dict[str, object] = {}
+        self._children: dict[tuple[object, tuple[str, ...]], object] = {}  # labelled metrics
 
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new calls from now on; True when every in-flight call ended within ``timeout_s``."""
@@ -83,33 +80,28 @@ class CallGate:
             return False
 
     # -- per call --------------------------------------------------------------------------------
+    def _child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, made once per metric and labels (prometheus-client's own
+        lookup costs more than a dict's, on every call)."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _count(self, method: str, code: grpc.StatusCode, transport: str) -> None:
-        counter = self._requests.get((method, code, transport))
-        if counter is None:
-            counter = self._requests[method, code, transport] = self.metrics.requests.labels(
-                method, code.name, transport
-            )
-        counter.inc()
+        self._child(self.metrics.requests, method, code.name, transport).inc()
 
     def _method_metrics(self, method: str, transport: str) -> tuple[object, object]:
-        """The method's in-flight gauge and latency histogram (labelled children, made once)."""
-        latency = self._latency.get((method, transport))
-        if latency is None:
-            latency = self._latency[method, transport] = self.metrics.latency.labels(
-                method, transport
-            )
-        in_flight = self._in_flight.get(method)
-        if in_flight is None:
-            in_flight = self._in_flight[method] = self.metrics.in_flight.labels(method)
-        return in_flight, latency
+        """The method's in-flight gauge and latency histogram."""
+        return (
+            self._child(self.metrics.in_flight, method),
+            self._child(self.metrics.latency, method, transport),
+        )
 
     def count_images(self, request, response) -> None:
         if count := images_in(response):
-            model = request.model
-            counter = self._images.get(model)
-            if counter is None:
-                counter = self._images[model] = self.metrics.images.labels(model)
-            counter.inc(count)
+            self._child(self.metrics.images, request.model).inc(count)
 
     # -- wrappers ----------------------------------------------------------------------------------
     def unary(

@@ -248,14 +248,16 @@ class Operations:
                 encoded = await _encoded(model, result["image"], request.format)
                 for offset, fields in enumerate(encoded):
                     index = start + offset
-                    image = pb.GeneratedImage(
-                        latent=pb.Latent(values=chunk[offset].tolist()), **fields
-                    )
+                    # Built in place, as Generate's images: a message given to a constructor
+                    # is copied.
+                    frame = pb.InterpolateFrame(index=index, t=index / (steps - 1), image=fields)
+                    image = frame.image
+                    image.latent.values.extend(chunk[offset].tolist())
                     at_key = index * (len(keys) - 1) / (steps - 1)
                     if at_key == int(at_key) and key_seeds[int(at_key)] is not None:
                         image.seed = key_seeds[int(at_key)]
                     steering.report(image, part, offset)
-                    yield pb.InterpolateFrame(index=index, t=index / (steps - 1), image=image)
+                    yield frame
                 sent(len(chunk))
         if request.gif:
             gif = await asyncio.to_thread(imaging.gif_bytes, gif_frames, frame_ms, GIF_SCALE)
