@@ -35,6 +35,7 @@ class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self._batch_children: dict[tuple[str, str], tuple] = {}  # per backend and model
         # transport: "grpc" or "http" (the HTTP/JSON face passes the same call gate).
         self.requests = Counter(
             "ganserve_requests",
@@ -90,9 +91,14 @@ class ServiceMetrics:
     def batch_done(
         self, backend: str, model: str, batch_size: int, queue_s: float, inference_s: float
     ) -> None:
-        self.batch_size.labels(backend, model).observe(batch_size)
-        self.queue_time.labels(backend, model).observe(queue_s)
-        self.inference_time.labels(backend, model).observe(inference_s)
+        children = self._batch_children.get((backend, model))
+        if children is None:  # made once per model (prometheus-client's lookup costs more)
+            children = self._batch_children[backend, model] = tuple(
+                metric.labels(backend, model)
+                for metric in (self.batch_size, self.queue_time, self.inference_time)
+            )
+        for child, value in zip(children, (batch_size, queue_s, inference_s), strict=True):
+            child.observe(value)
 
     def describe_models(self, models: dict[str, ModelDescription], backend: str) -> None:
         described = {
