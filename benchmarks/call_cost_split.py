@@ -19,7 +19,8 @@ what the service's own Python, its batcher and its threads cost beyond the bare 
 service runs also report their mean batch size (the ``ganserve_batch_size`` histogram). Then, in
 process: the service's Python path per call without gRPC and without the batcher (the backend
 answers at once: call gate, servicer, validation, latents, model inputs, PNG, response), and ONNX
-Runtime's CPU per image at batch sizes 1 to 64 (one single-threaded session, as an instance).
+Runtime's CPU per image at batch sizes 1 to 64 (one single-threaded session, as an instance), and
+one single-image inference's CPU back to back, handed to threads, and with idle between calls.
 Results: ``benchmarks/results/call_cost_split.json``.
 """
 
@@ -198,6 +199,42 @@ def ort_us_per_image(batch_sizes=(1, 2, 4, 8, 16, 32, 64)) -> dict[int, float]:
     return costs
 
 
+def single_image_inference_us(calls: int = 300) -> dict[str, float]:
+    """CPU µs of one single-image inference when run back to back on one thread, handed to two
+    executor threads in turn (as the instances take batches), and with 1 ms idle between calls
+    (a lone client's pace): what caches and wake-ups add to the same work."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ganserve.latents import latents_from_seeds
+    from ganserve.service import steering
+    from ganserve.service.backends.embedded import _LoadedModel, find_onnx_models
+
+    model = _LoadedModel(find_onnx_models(SHIPPED)[MODEL], 1, ["CPUExecutionProvider"])
+    described = model.description
+    latents = latents_from_seeds([1], described.latent_dim, described.prior)
+    feeds = steering.model_inputs(described, latents, steering.classes([3], [], 1, described))
+
+    def run() -> None:
+        model.run(feeds, ["image"])
+
+    def cost(call, gap_s: float = 0.0) -> float:
+        call()
+        started = time.process_time()
+        for _ in range(calls):
+            call()
+            if gap_s:
+                time.sleep(gap_s)
+        return round((time.process_time() - started) / calls * 1e6, 1)
+
+    with ThreadPoolExecutor(2) as threads:
+        return {
+            "back_to_back": cost(run),
+            "two_threads_in_turn": cost(lambda: threads.submit(run).result()),
+            "back_to_back_1ms_idle": cost(run, 0.001),
+            "two_threads_1ms_idle": cost(lambda: threads.submit(run).result(), 0.001),
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -247,6 +284,7 @@ def main() -> None:
         "service_python_live_us": median["service_null_inference_direct"] - median["floor_uvloop"],
         "python_path_in_process_us": round(python_us, 1),
         "ort_cpu_us_per_image_by_batch": ort_us_per_image(),
+        "single_image_inference_cpu_us": single_image_inference_us(),
     }
     print(json.dumps(summary, indent=1))
     args.out.parent.mkdir(parents=True, exist_ok=True)

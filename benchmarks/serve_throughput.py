@@ -132,23 +132,23 @@ def _answer_with_a_fixed_response(ports, event_loop: str) -> None:
     run_loop(main(), event_loop)
 
 
-def load_spawned_server(target, args: tuple, seconds: float) -> dict:
-    """32 clients against ``target(ports, *args)`` in its own process (it puts its port on
-    ``ports``), with that process's CPU per call."""
+def load_spawned_server(target, args: tuple, seconds: float, concurrency: int = 32) -> dict:
+    """``concurrency`` clients against ``target(ports, *args)`` in its own process (it puts its
+    port on ``ports``), with that process's CPU per call."""
     context = multiprocessing.get_context("spawn")
     ports = context.Queue()
     server = context.Process(target=target, args=(ports, *args), daemon=True)
     server.start()
     try:
         address = f"127.0.0.1:{ports.get(timeout=60)}"
-        return load(address, "fmnist-cgan", seconds, server.pid, concurrency=(32,))
+        return load(address, "fmnist-cgan", seconds, server.pid, concurrency=(concurrency,))
     finally:
         server.terminate()
         server.join()
 
 
-def grpc_floor(seconds: float, event_loop: str = "asyncio") -> dict:
-    return load_spawned_server(_answer_with_a_fixed_response, (event_loop,), seconds)
+def grpc_floor(seconds: float, event_loop: str = "asyncio", concurrency: int = 32) -> dict:
+    return load_spawned_server(_answer_with_a_fixed_response, (event_loop,), seconds, concurrency)
 
 
 class Service:
@@ -278,6 +278,10 @@ def main() -> None:
         floor = results[f"grpc_floor_{event_loop}_c32"] = grpc_floor(args.seconds, event_loop)
         print(f"Python gRPC floor on {event_loop} (fixed response, 32 clients): {floor['rpc_per_s']:.0f} RPC/s, "
               f"{floor['server_cpu_us_per_call']:.0f} us server CPU per call", flush=True)  # fmt: skip
+    # What a lone client's round trip costs before any work: the floor under the c=1 latency.
+    floor = results["grpc_floor_uvloop_c1"] = grpc_floor(args.seconds, "uvloop", concurrency=1)
+    print(f"Python gRPC floor on uvloop, 1 client: p50 {floor['latency_ms']['p50']:.2f} ms, "
+          f"p99 {floor['latency_ms']['p99']:.2f} ms", flush=True)  # fmt: skip
 
     def record(name: str, level: dict) -> None:
         level["ratio_to_yardstick"] = round(level["images_per_s"] / base, 3)
@@ -339,6 +343,7 @@ def targets(results: dict, best: dict) -> dict:
             bulk["server_cpu_us_per_call"] / (64 * inference), 3
         ),
         "single_c1_p99_ms": results["single_c1_latency"]["latency_ms"]["p99"],  # target <= 2
+        "floor_c1_p99_ms": results["grpc_floor_uvloop_c1"]["latency_ms"]["p99"],
     }
 
 
