@@ -71,10 +71,13 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _saved_train_overrides(saved, args: argparse.Namespace) -> dict:
-    """Resume keeps every saved training setting except those that do not change the result."""
+    """Resume keeps every saved training setting except those that do not change the epochs
+    already trained."""
     import dataclasses
 
-    changeable = {"epochs", "out", "checkpoint_every", "progress", "threads"}
+    # The epoch target and the learning rate's tail say how a run goes on from here, not how
+    # the saved epochs went: a resumed run may be given a longer course or a decay to end on.
+    changeable = {"epochs", "lr_decay_start", "out", "checkpoint_every", "progress", "threads"}
     return {
         f.name: getattr(saved, f.name)
         for f in dataclasses.fields(saved)

@@ -83,6 +83,40 @@ def test_resume_continues_bit_identically(tmp_path, idx_dir):
     assert history[1]["d_loss"] == straight_rows[1]["d_loss"]
 
 
+def test_learning_rate_decay_is_resumed_exactly_and_may_be_added_on_resume(tmp_path, idx_dir):
+    flags = ["--data", str(idx_dir), "--family", "dcgan", "--latent-dim", "2", "--width", "0.25",
+             "--batch-size", "64", "--checkpoint-every", "1", "--weak-ic-every", "0",
+             "--subset", "128", "--progress", "false"]  # fmt: skip
+    straight = tmp_path / "straight"
+    assert (
+        main(["train", "--out", str(straight), "--epochs", "3", "--lr-decay-start", "1", *flags])
+        == 0
+    )
+    # Trained one epoch at a constant rate, then given the decay on resume.
+    resumed = tmp_path / "resumed"
+    assert main(["train", "--out", str(resumed), "--epochs", "1", *flags]) == 0
+    assert main(["train", "--resume", str(resumed / "checkpoints" / "epoch_0001.pt"), "--epochs", "3",
+                 "--lr-decay-start", "1", "--out", str(resumed), "--progress", "false"]) == 0  # fmt: skip
+    a = load_checkpoint(straight / "checkpoints" / "last.pt").raw
+    b = load_checkpoint(resumed / "checkpoints" / "last.pt").raw
+    for part in ("generator", "discriminator"):
+        assert _states_equal(a[part], b[part]), part
+    # The rate of the last epoch trained: 2e-4 from epoch 1 falling to lr/2 in the last of 2.
+    assert a["opt_g"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    assert b["opt_d"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    constant = tmp_path / "constant"
+    assert main(["train", "--out", str(constant), "--epochs", "3", *flags]) == 0
+    c = load_checkpoint(constant / "checkpoints" / "last.pt").raw
+    assert c["opt_g"]["param_groups"][0]["lr"] == pytest.approx(2e-4)
+    assert not _states_equal(a["generator"], c["generator"])  # the decay changed the run
+    assert load_checkpoint(straight / "checkpoints" / "last.pt").train.lr_decay_start == 1
+
+
+def test_learning_rate_decay_must_start_inside_the_run(tmp_path, idx_dir):
+    with pytest.raises(ValueError, match="lr-decay-start"):
+        train(tmp_path, idx_dir, "--family", "dcgan", "--latent-dim", "2", "--lr-decay-start", "1")
+
+
 def test_same_seed_same_run_other_seed_other_run(tmp_path, idx_dir):
     flags = ["--family", "dcgan", "--latent-dim", "2", "--weak-ic-every", "0", "--subset", "64"]
     a = load_checkpoint(train(tmp_path / "a", idx_dir, *flags)).raw["generator"]

@@ -82,6 +82,13 @@ class TrainConfig:
     epochs: int = field(default=30, metadata={"help": "epochs to train (total, also on resume)"})
     batch_size: int = field(default=128, metadata={"help": "batch size"})
     lr: float = field(default=2e-4, metadata={"help": "Adam learning rate (both networks)"})
+    lr_decay_start: int = field(
+        default=0,
+        metadata={
+            "help": "GANs: from this epoch on both learning rates fall linearly, to lr/N in the "
+            "last of the N epochs left (0 = constant); may be set on --resume"
+        },
+    )
     beta1: float = field(default=0.5, metadata={"help": "Adam beta1"})
     beta2: float = field(default=0.999, metadata={"help": "Adam beta2"})
     loss: Loss = field(default=Loss.NONSATURATING, metadata={"help": "GAN loss"})

@@ -225,6 +225,21 @@ class GANTrainer(_Trainer):
         )
         self.ema_steps = 0
         self.balance = BalanceWatch(train.healthy_d_loss, train.balance_patience)
+        if train.lr_decay_start and not 0 < train.lr_decay_start < train.epochs:
+            raise ValueError(
+                f"--lr-decay-start must lie between 0 and --epochs ({train.epochs}), "
+                f"got {train.lr_decay_start}"
+            )
+
+    def learning_rate(self, epoch: int) -> float:
+        """Both networks' learning rate while training epoch ``epoch + 1``: ``lr``, then from
+        ``lr_decay_start`` a straight line down to lr/N in the last of those N epochs (the last
+        steps settle the weights, as in pix2pix's schedule). A function of the epoch alone, so a
+        resumed run takes the same steps."""
+        start, end = self.cfg.lr_decay_start, self.cfg.epochs
+        if not start or epoch < start:
+            return self.cfg.lr
+        return self.cfg.lr * (end - epoch) / (end - start)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _states(self) -> dict[str, Any]:
@@ -422,6 +437,10 @@ class GANTrainer(_Trainer):
         )
         last = None
         while self.epoch < self.cfg.epochs:
+            lr = self.learning_rate(self.epoch)
+            for optimizer in (self.opt_g, self.opt_d):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
             row = self.train_epoch()
             self.epoch += 1
             if not self.dist.is_main:  # rank 0 alone monitors and writes
@@ -446,10 +465,11 @@ class GANTrainer(_Trainer):
             self.balance.update(self.epoch, row["d_loss"], row["g_loss"])
             log.info(
                 "epoch %d: D %.3f G %.3f D(x) %.2f D(G(z)) %.2f, diversity min %.2f mean %.2f, "
-                "%.0f img/s%s",
+                "%.0f img/s%s%s",
                 self.epoch, row["d_loss"], row["g_loss"], row["d_real"], row["d_fake"],
                 row["diversity_min"], row["diversity_mean"], row["images_per_s"],
                 f", weak IC error {row['weak_ic_error']:.1%}" if "weak_ic_error" in row else "",
+                f", lr {lr:.2e}" if lr != self.cfg.lr else "",
             )  # fmt: skip
             if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:
                 last = self.save()
