@@ -1,14 +1,19 @@
 """deploy/: compose, Kubernetes, Grafana and the Dockerfile parse, reference files that exist, and
-use only metrics that the service and Triton really expose."""
+use only metrics that the service and Triton really expose; the model-reproduction script asks
+the CLI only for what it has."""
 
 import json
+import os
 import re
+import shlex
+import subprocess
 import urllib.request
 from pathlib import Path
 
 import grpc
 import yaml
 
+from ganserve.cli import build_parser
 from ganserve.v1 import generation_pb2 as pb
 from ganserve.v1 import generation_pb2_grpc as pb_grpc
 from tests.test_deploy_prometheus import _metric_names
@@ -90,3 +95,25 @@ def test_every_dashboard_metric_exists_in_the_service_or_triton(service, local_t
     }
     assert any(n.startswith("nv_") for n in used) and any(n.startswith("ganserve_") for n in used)
     assert not used - exposed, f"dashboard uses metrics nobody exposes: {used - exposed}"
+
+
+def test_reproduce_models_script_runs_commands_the_cli_accepts(tmp_path):
+    """The script runs with a stand-in ``ganserve`` that writes down its arguments; each command
+    line must then parse with the real CLI (flags exist, values have their types and choices)."""
+    log = tmp_path / "commands"
+    stand_in = tmp_path / "bin" / "ganserve"
+    stand_in.parent.mkdir()
+    stand_in.write_text(
+        '#!/usr/bin/env bash\nprintf \'%q \' "$@" >> "$GANSERVE_LOG"; echo >> "$GANSERVE_LOG"\n'
+    )
+    stand_in.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stand_in.parent}:{os.environ['PATH']}",
+           "GANSERVE_LOG": str(log), "RUNS": str(tmp_path / "runs"), "REPO": str(tmp_path / "repo")}  # fmt: skip
+    subprocess.run(["bash", str(DEPLOY / "reproduce_models.sh")], env=env, check=True, timeout=60)
+    commands = [shlex.split(line) for line in log.read_text().splitlines()]
+    verbs = [command[0] for command in commands]
+    assert verbs.count("train") == 5 and verbs.count("export") == 5, verbs  # classifier + 4 GANs
+    assert verbs.count("select") == 4 and verbs.count("evaluate") == 5, verbs
+    parser = build_parser()
+    for command in commands:
+        parser.parse_args(command)  # argparse exits (SystemExit) on anything it does not accept
