@@ -110,6 +110,15 @@ def test_learning_rate_decay_is_resumed_exactly_and_may_be_added_on_resume(tmp_p
     assert c["opt_g"]["param_groups"][0]["lr"] == pytest.approx(2e-4)
     assert not _states_equal(a["generator"], c["generator"])  # the decay changed the run
     assert load_checkpoint(straight / "checkpoints" / "last.pt").train.lr_decay_start == 1
+    # Resumed mid-decay without repeating the flag: the saved schedule goes on.
+    again = tmp_path / "again"
+    assert (
+        main(["train", "--out", str(again), "--epochs", "3", "--lr-decay-start", "1", *flags]) == 0
+    )
+    assert main(["train", "--resume", str(again / "checkpoints" / "epoch_0002.pt"), "--epochs", "3",
+                 "--out", str(again), "--progress", "false"]) == 0  # fmt: skip
+    d = load_checkpoint(again / "checkpoints" / "last.pt").raw
+    assert _states_equal(a["generator"], d["generator"])
 
 
 def test_learning_rate_decay_must_start_inside_the_run(tmp_path, idx_dir):
