@@ -127,9 +127,22 @@ class _Context:
         return 30.0
 
 
+def _one_instance(count: int):
+    """The shipped model in one single-threaded session, as an instance runs it, and the inputs
+    of ``count`` single-label images."""
+    from ganserve.latents import latents_from_seeds
+    from ganserve.service import steering
+    from ganserve.service.backends.embedded import _LoadedModel, find_onnx_models
+
+    model = _LoadedModel(find_onnx_models(SHIPPED)[MODEL], 1, ["CPUExecutionProvider"])
+    described = model.description
+    latents = latents_from_seeds(list(range(count)), described.latent_dim, described.prior)
+    feeds = steering.model_inputs(described, latents, steering.classes([3], [], count, described))
+    return model, feeds
+
+
 def python_path_us(calls: int = 20000) -> float:
     """CPU µs per single-image Generate through gate, servicer and operations, in process."""
-    from ganserve.service.backends.embedded import _LoadedModel, find_onnx_models
     from ganserve.service.calls import CallGate
     from ganserve.service.config import ServeConfig
     from ganserve.service.metrics import ServiceMetrics
@@ -141,7 +154,7 @@ def python_path_us(calls: int = 20000) -> float:
         name = "embedded"
 
         def __init__(self):
-            self.model = _LoadedModel(find_onnx_models(SHIPPED)[MODEL], 1, ["CPUExecutionProvider"])
+            self.model, _ = _one_instance(1)
             self.output = None
 
         def models(self):
@@ -174,17 +187,7 @@ def python_path_us(calls: int = 20000) -> float:
 def ort_us_per_image(batch_sizes=(1, 2, 4, 8, 16, 32, 64)) -> dict[int, float]:
     """ONNX Runtime CPU µs per image by batch size: one single-threaded session, as an instance
     runs it, best of 5 repeats."""
-    from ganserve.latents import latents_from_seeds
-    from ganserve.service import steering
-    from ganserve.service.backends.embedded import _LoadedModel, find_onnx_models
-
-    model = _LoadedModel(find_onnx_models(SHIPPED)[MODEL], 1, ["CPUExecutionProvider"])
-    described = model.description
-    latents = latents_from_seeds(
-        list(range(max(batch_sizes))), described.latent_dim, described.prior
-    )
-    chosen = steering.classes([3], [], len(latents), described)
-    feeds = steering.model_inputs(described, latents, chosen)
+    model, feeds = _one_instance(max(batch_sizes))
     costs = {}
     for size in batch_sizes:
         batch = {name: value[:size].copy() for name, value in feeds.items()}
@@ -205,14 +208,7 @@ def single_image_inference_us(calls: int = 300) -> dict[str, float]:
     (a lone client's pace): what caches and wake-ups add to the same work."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ganserve.latents import latents_from_seeds
-    from ganserve.service import steering
-    from ganserve.service.backends.embedded import _LoadedModel, find_onnx_models
-
-    model = _LoadedModel(find_onnx_models(SHIPPED)[MODEL], 1, ["CPUExecutionProvider"])
-    described = model.description
-    latents = latents_from_seeds([1], described.latent_dim, described.prior)
-    feeds = steering.model_inputs(described, latents, steering.classes([3], [], 1, described))
+    model, feeds = _one_instance(1)
 
     def run() -> None:
         model.run(feeds, ["image"])

@@ -68,7 +68,6 @@ class CallGate:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._children: dict[tuple[object, tuple[str, ...]], object] = {}  # labelled metrics
 
     async def drain(self, timeout_s: float) -> bool:
         """Refuse new calls from now on; True when every in-flight call ended within ``timeout_s``."""
@@ -80,28 +79,19 @@ class CallGate:
             return False
 
     # -- per call --------------------------------------------------------------------------------
-    def _child(self, metric, *labels: str):
-        """``metric.labels(*labels)``, made once per metric and labels (prometheus-client's own
-        lookup costs more than a dict's, on every call)."""
-        key = (metric, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
     def _count(self, method: str, code: grpc.StatusCode, transport: str) -> None:
-        self._child(self.metrics.requests, method, code.name, transport).inc()
+        self.metrics.child(self.metrics.requests, method, code.name, transport).inc()
 
     def _method_metrics(self, method: str, transport: str) -> tuple[object, object]:
         """The method's in-flight gauge and latency histogram."""
         return (
-            self._child(self.metrics.in_flight, method),
-            self._child(self.metrics.latency, method, transport),
+            self.metrics.child(self.metrics.in_flight, method),
+            self.metrics.child(self.metrics.latency, method, transport),
         )
 
     def count_images(self, request, response) -> None:
         if count := images_in(response):
-            self._child(self.metrics.images, request.model).inc(count)
+            self.metrics.child(self.metrics.images, request.model).inc(count)
 
     # -- wrappers ----------------------------------------------------------------------------------
     def unary(

@@ -35,7 +35,7 @@ class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self._batch_children: dict[tuple[str, str], tuple] = {}  # per backend and model
+        self._children: dict[tuple[object, tuple[str, ...]], object] = {}  # see child()
         # transport: "grpc" or "http" (the HTTP/JSON face passes the same call gate).
         self.requests = Counter(
             "ganserve_requests",
@@ -87,18 +87,22 @@ class ServiceMetrics:
             multiprocess_mode="livemin",
         )  # fmt: skip
 
+    def child(self, metric, *labels: str):
+        """``metric.labels(*labels)``, made once per metric and labels: prometheus-client's own
+        lookup costs more than a dict's, and the call gate and the batcher ask on every call."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     # InferenceObserver
     def batch_done(
         self, backend: str, model: str, batch_size: int, queue_s: float, inference_s: float
     ) -> None:
-        children = self._batch_children.get((backend, model))
-        if children is None:  # made once per model (prometheus-client's lookup costs more)
-            children = self._batch_children[backend, model] = tuple(
-                metric.labels(backend, model)
-                for metric in (self.batch_size, self.queue_time, self.inference_time)
-            )
-        for child, value in zip(children, (batch_size, queue_s, inference_s), strict=True):
-            child.observe(value)
+        self.child(self.batch_size, backend, model).observe(batch_size)
+        self.child(self.queue_time, backend, model).observe(queue_s)
+        self.child(self.inference_time, backend, model).observe(inference_s)
 
     def describe_models(self, models: dict[str, ModelDescription], backend: str) -> None:
         described = {
