@@ -26,14 +26,23 @@ def manifest_entries(folder: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def check_consistent(folder: Path) -> list[dict]:
-    """Each entry once, its file present with its sha256; no file without an entry, no temp file."""
+def check_recorded(folder: Path) -> list[dict]:
+    """Each entry once, its file present with its sha256: what holds even right after a SIGKILL,
+    which can land between a file's rename and its manifest line (the next run removes that file)."""
     entries = manifest_entries(folder)
     files = [e["file"] for e in entries]
     assert len(files) == len(set(files))  # nothing twice
     for entry in entries:
         data = (folder / entry["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["file"]  # nothing corrupt
+    return entries
+
+
+def check_consistent(folder: Path) -> list[dict]:
+    """What a run leaves when it ends by itself: every entry recorded rightly (``check_recorded``),
+    no file without an entry, no temp file."""
+    entries = check_recorded(folder)
+    files = [e["file"] for e in entries]
     assert not list(folder.rglob(".partial/*"))  # no temp file left
     on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*.png")} | {
         str(p.relative_to(folder)) for p in folder.rglob("*.npz")

@@ -24,9 +24,12 @@ from ganserve.v1 import generation_pb2_grpc as pb_grpc
 # Each channel its own connection: channels to one address otherwise share one (grpc's pool).
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
 # ... and for a stream that must stay in flight while it is not read, no window growth: with
-# BDP probing the client's transport takes a whole 1,000-frame stream (3 MB) unread, the worker's
+# BDP probing the client's transport takes a whole stream (1,000 frames, 3 MB) unread, the worker's
 # drain ends at once, and a call reaching it in grpc's own shutdown is CANCELLED, not refused.
 UNREAD_STREAM = [*OWN_CONNECTION, ("grpc.http2.bdp_probe", 0)]
+# Frames per drained stream: small enough that all 24 streams could land on one worker without
+# passing a worker's admission bound (8,192 frames owed), large enough to stay in flight unread.
+STREAM_FRAMES = 300
 ANNOUNCED = re.compile(r"gRPC on port (\d+), .* metrics on port (\d+) \(2 workers\)")
 
 
@@ -125,7 +128,9 @@ def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(tiny_repo
         while len(channels) < 24:
             channel = grpc.insecure_channel(address, UNREAD_STREAM)
             stream = pb_grpc.GenerationServiceStub(channel).Interpolate(
-                pb.InterpolateRequest(model="gen2d", keys=keys, steps=1000, format=pb.RAW_FLOAT32)
+                pb.InterpolateRequest(
+                    model="gen2d", keys=keys, steps=STREAM_FRAMES, format=pb.RAW_FLOAT32
+                )
             )
             streams.append([next(stream), stream])
             channels.append(channel)
@@ -154,7 +159,7 @@ def test_two_workers_share_the_port_merge_metrics_and_drain_on_sigterm(tiny_repo
         assert min(still.values()) >= 1, f"a worker's drain ended before the refusals: {still}"
         for first, rest in streams:  # every in-flight stream still completes
             frames = [first, *rest]
-            assert len(frames) == 1000 and frames[-1].index == 999
+            assert len(frames) == STREAM_FRAMES and frames[-1].index == STREAM_FRAMES - 1
         assert process.wait(60) == 0, (tmp_path / "serve.log").read_text()
         assert not any(_running(pid) for pid in counted)  # both workers ended
     finally:
