@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ganserve.training.config import Family, ModelConfig
+from ganserve.training.config import ClassifierArch, Family, ModelConfig
 from ganserve.training.layers import ACTIVATIONS
 from ganserve.training.models import build_classifier, build_gan, count_parameters
 
@@ -79,6 +79,20 @@ def test_classifier_exposes_features_and_logits():
     assert classifier.layer_names == ["conv1", "conv2", "features", "logits"]
     assert classifier(x).shape == (2, 10)
     assert classifier.features(x).shape == (2, 128)
+
+
+def test_vgg_classifier_normalises_its_convs_and_names_its_blocks_as_the_small_one():
+    def build(**extra):
+        cfg = ModelConfig(family=Family.CLASSIFIER, channels=1, num_classes=10, **extra)
+        return build_classifier(cfg).eval()
+
+    small, vgg = build(), build(classifier_arch=ClassifierArch.VGG)
+    x = torch.zeros(2, 1, 28, 28)
+    assert vgg.layer_names == small.layer_names
+    assert vgg(x).shape == (2, 10) and vgg.features(x).shape == (2, 256)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in vgg.modules()) == 4
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in small.modules())
+    assert (count_parameters(small), count_parameters(vgg)) == (421_642, 871_338)
 
 
 def test_discriminator_width_is_independent_of_the_generator_width():

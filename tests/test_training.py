@@ -126,6 +126,36 @@ def test_learning_rate_decay_must_start_inside_the_run(tmp_path, idx_dir):
         train(tmp_path, idx_dir, "--family", "dcgan", "--latent-dim", "2", "--lr-decay-start", "1")
 
 
+def test_classifier_with_augmentation_and_decay_resumes_bit_identically(tmp_path, idx_dir):
+    flags = ["--data", str(idx_dir), "--family", "classifier", "--classifier-arch", "vgg",
+             "--augment", "--width", "0.25", "--batch-size", "64", "--checkpoint-every", "1",
+             "--subset", "128", "--progress", "false"]  # fmt: skip
+    straight = tmp_path / "straight"
+    assert (
+        main(["train", "--out", str(straight), "--epochs", "3", "--lr-decay-start", "1", *flags])
+        == 0
+    )
+    resumed = tmp_path / "resumed"
+    assert main(["train", "--out", str(resumed), "--epochs", "1", *flags]) == 0
+    assert main(["train", "--resume", str(resumed / "checkpoints" / "epoch_0001.pt"), "--epochs", "3",
+                 "--lr-decay-start", "1", "--out", str(resumed), "--progress", "false"]) == 0  # fmt: skip
+    a = load_checkpoint(straight / "checkpoints" / "last.pt").raw
+    b = load_checkpoint(resumed / "checkpoints" / "last.pt").raw
+    assert _states_equal(a["classifier"], b["classifier"])
+    assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(5e-4)  # 1e-3 / 2, last of 2
+    plain = tmp_path / "plain"
+    no_augment = [f for f in flags if f != "--augment"]
+    assert main(["train", "--out", str(plain), "--epochs", "3", "--lr-decay-start", "1",
+                 *no_augment]) == 0  # fmt: skip
+    c = load_checkpoint(plain / "checkpoints" / "last.pt").raw
+    assert not _states_equal(a["classifier"], c["classifier"])  # the augmentation changed the run
+
+
+def test_augmentation_is_refused_for_a_gan(tmp_path, idx_dir):
+    with pytest.raises(ValueError, match="--augment"):
+        train(tmp_path, idx_dir, "--family", "dcgan", "--latent-dim", "2", "--augment")
+
+
 def test_same_seed_same_run_other_seed_other_run(tmp_path, idx_dir):
     flags = ["--family", "dcgan", "--latent-dim", "2", "--weak-ic-every", "0", "--subset", "64"]
     a = load_checkpoint(train(tmp_path / "a", idx_dir, *flags)).raw["generator"]

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from .config import Family, ModelConfig
+from .config import ClassifierArch, Family, ModelConfig
 from .layers import NamedBlocks, Reshape, init_gan_weights, make_activation
 
 # Study A used LeakyReLU 0.3 in its DCGAN; study B used 0.2 in its MLP GAN and DCGAN-style nets.
@@ -120,28 +120,53 @@ class Discriminator(nn.Module):
         return self.body(x).reshape(-1)
 
 
-class Classifier(nn.Module):
-    """A small CNN: class logits, plus penultimate ``features`` for the Fréchet distance."""
+def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(),
+    ]
 
-    def __init__(self, channels: int, num_classes: int, width: float = 1.0, dropout: float = 0.3):
+
+class Classifier(nn.Module):
+    """A CNN: class logits, plus penultimate ``features`` for the Fréchet distance.
+
+    ``arch`` "small" is the studies' size (one conv per block); "vgg" has two batch-normalised
+    convs per block and a batch-normalised feature layer twice as wide. Both name their blocks
+    conv1, conv2, features, logits.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        width: float = 1.0,
+        dropout: float = 0.3,
+        arch: ClassifierArch = ClassifierArch.SMALL,
+    ):
         super().__init__()
         c1, c2, hidden = _scaled(32, width), _scaled(64, width), _scaled(128, width)
+        if arch is ClassifierArch.VGG:
+            hidden *= 2
+            conv1 = nn.Sequential(*_conv_bn_relu(channels, c1), *_conv_bn_relu(c1, c1))
+            conv2 = nn.Sequential(*_conv_bn_relu(c1, c2), *_conv_bn_relu(c2, c2))
+            features_norm: list[nn.Module] = [nn.BatchNorm1d(hidden)]
+        else:
+            conv1 = nn.Sequential(nn.Conv2d(channels, c1, 3, padding=1), nn.ReLU())
+            conv2 = nn.Sequential(nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU())
+            features_norm = []
         self.body = NamedBlocks(
             [
-                (
-                    "conv1",
-                    nn.Sequential(
-                        nn.Conv2d(channels, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)
-                    ),
-                ),
-                (
-                    "conv2",
-                    nn.Sequential(nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)),
-                ),
+                ("conv1", nn.Sequential(*conv1, nn.MaxPool2d(2))),
+                ("conv2", nn.Sequential(*conv2, nn.MaxPool2d(2))),
                 (
                     "features",
                     nn.Sequential(
-                        nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(c2 * 49, hidden), nn.ReLU()
+                        nn.AdaptiveAvgPool2d(7),
+                        nn.Flatten(),
+                        nn.Linear(c2 * 49, hidden),
+                        *features_norm,
+                        nn.ReLU(),
                     ),
                 ),
                 ("logits", nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))),
@@ -353,7 +378,9 @@ def build_gan(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
 
 
 def build_classifier(cfg: ModelConfig) -> Classifier:
-    return Classifier(cfg.channels, cfg.num_classes, width=cfg.width, dropout=cfg.dropout)
+    return Classifier(
+        cfg.channels, cfg.num_classes, cfg.width, cfg.dropout, arch=cfg.classifier_arch
+    )
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from ganserve.errors import CheckpointError
 from ganserve.latents import latents_from_seeds
 
+from .augment import shift_and_flip
 from .checkpoint import (
     DataInfo,
     capture_rng_state,
@@ -43,6 +44,7 @@ HISTORY_FIELDS = (
 DIVERSITY_PER_CLASS = 64  # generated and real images per class for the per-epoch diversity check
 BN_RECOMPUTE_BATCH = 256
 CLASSIFIER_FIELDS = ("epoch", "loss", "train_accuracy", "test_accuracy", "seconds", "images_per_s")
+CLASSIFIER_LR = 1e-3  # Adam, the class model
 
 
 def fit_model_to_data(model: ModelConfig, splits: DataSplits) -> ModelConfig:
@@ -164,6 +166,31 @@ class _Trainer:
         self.epoch = 0
         self.history = LossHistory(self.run_dir, self.history_fields)
         self.metrics: dict[str, Any] = {}
+        if train.lr_decay_start and not 0 < train.lr_decay_start < train.epochs:
+            raise ValueError(
+                f"--lr-decay-start must lie between 0 and --epochs ({train.epochs}), "
+                f"got {train.lr_decay_start}"
+            )
+
+    @property
+    def base_lr(self) -> float:
+        return self.cfg.lr
+
+    def learning_rate(self, epoch: int) -> float:
+        """The learning rate while training epoch ``epoch + 1``: ``base_lr``, then from
+        ``lr_decay_start`` a straight line down to base_lr/N in the last of those N epochs (the
+        last steps settle the weights, as in pix2pix's schedule). A function of the epoch alone,
+        so a resumed run takes the same steps."""
+        start, end = self.cfg.lr_decay_start, self.cfg.epochs
+        if not start or epoch < start:
+            return self.base_lr
+        return self.base_lr * (end - epoch) / (end - start)
+
+    @staticmethod
+    def _set_lr(lr: float, *optimizers: torch.optim.Optimizer) -> None:
+        for optimizer in optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
 
     def _states(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -211,6 +238,8 @@ class GANTrainer(_Trainer):
     ):
         if model.family is Family.CLASSIFIER:
             raise ValueError("use ClassifierTrainer for the classifier family")
+        if train.augment:
+            raise ValueError("--augment is for the classifier: a GAN would learn to make it")
         super().__init__(model, data, train, splits)
         self.generator, self.discriminator = build_gan(self.model_cfg)
         # Training steps go through these (DistributedDataParallel when distributed); checkpoints
@@ -225,21 +254,6 @@ class GANTrainer(_Trainer):
         )
         self.ema_steps = 0
         self.balance = BalanceWatch(train.healthy_d_loss, train.balance_patience)
-        if train.lr_decay_start and not 0 < train.lr_decay_start < train.epochs:
-            raise ValueError(
-                f"--lr-decay-start must lie between 0 and --epochs ({train.epochs}), "
-                f"got {train.lr_decay_start}"
-            )
-
-    def learning_rate(self, epoch: int) -> float:
-        """Both networks' learning rate while training epoch ``epoch + 1``: ``lr``, then from
-        ``lr_decay_start`` a straight line down to lr/N in the last of those N epochs (the last
-        steps settle the weights, as in pix2pix's schedule). A function of the epoch alone, so a
-        resumed run takes the same steps."""
-        start, end = self.cfg.lr_decay_start, self.cfg.epochs
-        if not start or epoch < start:
-            return self.cfg.lr
-        return self.cfg.lr * (end - epoch) / (end - start)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _states(self) -> dict[str, Any]:
@@ -438,9 +452,7 @@ class GANTrainer(_Trainer):
         last = None
         while self.epoch < self.cfg.epochs:
             lr = self.learning_rate(self.epoch)
-            for optimizer in (self.opt_g, self.opt_d):
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+            self._set_lr(lr, self.opt_g, self.opt_d)
             row = self.train_epoch()
             self.epoch += 1
             if not self.dist.is_main:  # rank 0 alone monitors and writes
@@ -477,7 +489,8 @@ class GANTrainer(_Trainer):
 
 
 class ClassifierTrainer(_Trainer):
-    """Trains the class model that ClassMap and evaluation use (cross-entropy, Adam 1e-3)."""
+    """Trains the class model that ClassMap and evaluation use (cross-entropy, Adam 1e-3, the
+    rate falling from ``lr_decay_start`` when set; shifted and flipped images with ``augment``)."""
 
     kind = "classifier"
     history_fields = CLASSIFIER_FIELDS
@@ -488,7 +501,11 @@ class ClassifierTrainer(_Trainer):
         super().__init__(model, data, train, splits)
         self.model = build_classifier(self.model_cfg)
         self.train_model = self.dist.wrap(self.model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.base_lr)
+
+    @property
+    def base_lr(self) -> float:
+        return CLASSIFIER_LR
 
     def _states(self) -> dict[str, Any]:
         return {"classifier": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
@@ -513,6 +530,7 @@ class ClassifierTrainer(_Trainer):
         last = None
         device, batch_size = self.dist.device, self.cfg.batch_size
         while self.epoch < self.cfg.epochs:
+            self._set_lr(self.learning_rate(self.epoch), self.optimizer)
             self.model.train()
             started = time.perf_counter()
             total_loss = correct = seen = 0
@@ -524,7 +542,10 @@ class ClassifierTrainer(_Trainer):
                 leave=False,
             ):
                 targets = data.labels[index].to(device)
-                logits = self.train_model(data.scaled(index).to(device))
+                images = data.scaled(index)
+                if self.cfg.augment:
+                    images = shift_and_flip(images, self.rng)
+                logits = self.train_model(images.to(device))
                 loss = F.cross_entropy(logits, targets)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
