@@ -97,6 +97,12 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--ic", choices=("weak", "strong", "none"), default="strong", help="IC strength"
     )
+    parser.add_argument(
+        "--ic-repeats",
+        type=int,
+        default=3,
+        help="train the IC this many times (seeds 0, 1, …) and report the mean and each error",
+    )
     parser.add_argument("--samples", type=int, default=10000, help="generated images to score")
     parser.add_argument(
         "--weights",
@@ -112,7 +118,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from ganserve.training.evaluate import evaluate
 
     result = evaluate(
-        args.checkpoint, args.classifier, args.ic, args.samples, args.out, args.weights
+        args.checkpoint,
+        args.classifier,
+        args.ic,
+        args.samples,
+        args.out,
+        args.weights,
+        args.ic_repeats,
     )
     print(json.dumps(result, indent=2))
     return 0

@@ -181,6 +181,8 @@ def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys)
                 str(classifier),
                 "--ic",
                 "weak",
+                "--ic-repeats",
+                "2",
                 "--out",
                 str(out),
             ]
@@ -188,7 +190,9 @@ def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys)
         == 0
     )
     report = json.loads(out.read_text())
-    assert 0.0 <= report["independent_classifier"]["error"] <= 0.5
+    ic = report["independent_classifier"]
+    assert len(ic["errors"]) == 2 and ic["error"] == pytest.approx(sum(ic["errors"]) / 2)
+    assert 0.0 <= ic["error"] <= 0.5
     fd = report["frechet_distance"]
     assert fd["generated_vs_test"] > fd["real_train_vs_test"] >= 0  # one epoch is far from real
     assert fd["ratio"] == pytest.approx(fd["generated_vs_test"] / fd["real_train_vs_test"])
