@@ -11,11 +11,19 @@ REPO=${REPO:-deploy/model_repository}
 # longer than the 3-D and 4-D ones; every run can be extended with --resume.
 CGAN_EPOCHS=${CGAN_EPOCHS:-70}
 CGAN_DECAY_START=${CGAN_DECAY_START:-45}  # the learning rates fall linearly over its last epochs
-EPOCHS_2D=${EPOCHS_2D:-30}
-SMALL_EPOCHS=${SMALL_EPOCHS:-10}
+EPOCHS_2D=${EPOCHS_2D:-38}
+DECAY_START_2D=${DECAY_START_2D:-30}
+SMALL_EPOCHS=${SMALL_EPOCHS:-18}  # the 3-D and 4-D models
+SMALL_DECAY_START=${SMALL_DECAY_START:-10}
 
+# The class model ClassMap paints with (small: a 256x256 map stays a few seconds).
 ganserve train --family classifier --epochs 7 --checkpoint-every 1 --out "$RUNS/fmnist-classifier"
 CLASSIFIER="$RUNS/fmnist-classifier/checkpoints/epoch_0007.pt"
+# The judge that selection and evaluation use: sharper than the class model, so that class
+# consistency can be measured above the small classifier's own accuracy (not served).
+ganserve train --family classifier --classifier-arch vgg --augment --epochs 16 --lr-decay-start 6 \
+    --checkpoint-every 1 --out "$RUNS/fmnist-judge"
+JUDGE="$RUNS/fmnist-judge/checkpoints/epoch_0016.pt"
 
 # Conditional: one-hot label code joined to z in G, one constant plane per class in D, one-sided
 # label smoothing, EMA (warm-up, own batch-norm statistics); every epoch kept for `ganserve select`.
@@ -24,11 +32,11 @@ ganserve train --family dcgan --conditional true --latent-dim 100 --width 0.5 --
     --checkpoint-every 1 --weak-ic-every 5 --out "$RUNS/fmnist-cgan"
 # The studies' small latents: 2-D (the class-map plane), 3-D and 4-D (cube sections).
 for d in 2 3 4; do
-    epochs=$SMALL_EPOCHS
-    [ "$d" = 2 ] && epochs=$EPOCHS_2D
+    epochs=$SMALL_EPOCHS decay_start=$SMALL_DECAY_START
+    [ "$d" = 2 ] && epochs=$EPOCHS_2D decay_start=$DECAY_START_2D
     ganserve train --family dcgan --latent-dim "$d" --width 0.5 --real-target 0.9 \
-        --ema-decay 0.999 --epochs "$epochs" --checkpoint-every 1 --weak-ic-every 4 \
-        --out "$RUNS/fmnist-${d}d"
+        --ema-decay 0.999 --epochs "$epochs" --lr-decay-start "$decay_start" --checkpoint-every 1 \
+        --weak-ic-every 4 --out "$RUNS/fmnist-${d}d"
 done
 
 ganserve evaluate "$CLASSIFIER" --out "$RUNS/fmnist-classifier/selected.eval.json"
@@ -36,8 +44,8 @@ ganserve export "$CLASSIFIER" --name fmnist-classifier --triton-repo "$REPO" \
     --metrics "$RUNS/fmnist-classifier/selected.eval.json"
 for run in fmnist-cgan fmnist-2d fmnist-3d fmnist-4d; do
     # The best checkpoint and weights (raw or EMA) by measurement, not the last epoch.
-    ganserve select "$RUNS/$run" --classifier "$CLASSIFIER"
-    ganserve evaluate "$RUNS/$run/checkpoints/selected.pt" --classifier "$CLASSIFIER"
+    ganserve select "$RUNS/$run" --classifier "$JUDGE"
+    ganserve evaluate "$RUNS/$run/checkpoints/selected.pt" --classifier "$JUDGE"
     ensemble=()
     [ "$run" = fmnist-cgan ] || ensemble=(--ensemble-with fmnist-classifier)
     ganserve export "$RUNS/$run/checkpoints/selected.pt" --name "$run" --triton-repo "$REPO" \

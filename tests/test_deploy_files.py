@@ -112,7 +112,13 @@ def test_reproduce_models_script_runs_commands_the_cli_accepts(tmp_path):
     subprocess.run(["bash", str(DEPLOY / "reproduce_models.sh")], env=env, check=True, timeout=60)
     commands = [shlex.split(line) for line in log.read_text().splitlines()]
     verbs = [command[0] for command in commands]
-    assert verbs.count("train") == 5 and verbs.count("export") == 5, verbs  # classifier + 4 GANs
+    # Two classifiers (ClassMap's, exported, and the judge, not) and four GANs.
+    assert verbs.count("train") == 6 and verbs.count("export") == 5, verbs
+    judge = next(c for c in commands if c[0] == "train" and "vgg" in c)
+    judged = [c for c in commands if c[0] in ("select", "evaluate") and "--classifier" in c]
+    assert len(judged) == 8 and all(
+        c[c.index("--classifier") + 1].startswith(judge[judge.index("--out") + 1]) for c in judged
+    )  # selection and evaluation use the judge
     assert verbs.count("select") == 4 and verbs.count("evaluate") == 5, verbs
     parser = build_parser()
     for command in commands:
