@@ -26,8 +26,9 @@ def train(out, data, *extra):
         ["--family", "mlp", "--conditional", "true", "--latent-dim", "4"],
         ["--family", "dcgan", "--latent-dim", "2", "--activation", "prelu", "--loss", "hinge"],
         ["--family", "dcgan", "--conditional", "true", "--latent-dim", "3", "--ema-decay", "0.99"],
+        ["--family", "dcgan", "--conditional", "true", "--d-conditioning", "projection"],
     ],
-    ids=["mlp", "mlp-conditional", "dcgan-2d-hinge", "dcgan-conditional-ema"],
+    ids=["mlp", "mlp-conditional", "dcgan-2d-hinge", "dcgan-conditional-ema", "dcgan-projection"],
 )
 def test_one_epoch_of_each_family_on_idx_data(tmp_path, idx_dir, flags):
     ckpt_path = train(tmp_path, idx_dir, *flags, "--weak-ic-every", "0")

@@ -26,6 +26,13 @@ class ClassifierArch(str, Enum):
     VGG = "vgg"  # two batch-normalised conv layers per block, ~94%: a judge sharper than the cgan
 
 
+class DConditioning(str, Enum):
+    """How a conditional discriminator sees the class label."""
+
+    CONCAT = "concat"  # one-hot joined to the input: a constant plane per class (conv) or flat
+    PROJECTION = "projection"  # a class embedding's inner product with D's last features (SNGAN)
+
+
 class Loss(str, Enum):
     NONSATURATING = "nonsaturating"
     HINGE = "hinge"
@@ -62,6 +69,13 @@ class ModelConfig:
         },
     )
     dropout: float = field(default=0.3, metadata={"help": "discriminator (and classifier) dropout"})
+    d_conditioning: DConditioning = field(
+        default=DConditioning.CONCAT,
+        metadata={
+            "help": "conditional D: concat (label planes joined to the image) or projection "
+            "(class embedding · last features, added to the logit; Miyato & Koyama 2018)"
+        },
+    )
     classifier_arch: ClassifierArch = field(
         default=ClassifierArch.SMALL, metadata={"help": "classifier family: small or vgg"}
     )

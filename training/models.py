@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from .config import ClassifierArch, Family, ModelConfig
+from .config import ClassifierArch, DConditioning, Family, ModelConfig
 from .layers import NamedBlocks, Reshape, init_gan_weights, make_activation
 
 # Study A used LeakyReLU 0.3 in its DCGAN; study B used 0.2 in its MLP GAN and DCGAN-style nets.
@@ -97,8 +97,11 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """image (and a class label when conditional) → one real/fake logit per image.
 
-    Conditional: the one-hot label joins the flat image (MLP) or becomes one constant plane per
-    class (conv), so D sees the label at the scale of the pixels from the first step.
+    Conditional, ``concat``: the one-hot label joins the flat image (MLP) or becomes one constant
+    plane per class (conv), so D sees the label at the scale of the pixels from the first step.
+    ``projection``: D's body sees the image alone, and the logit gains the inner product of a
+    learned class embedding with the features its last layer reads (Miyato & Koyama 2018): the
+    label enters one layer from the output, where its gradient is those features themselves.
     """
 
     def __init__(self, cfg: ModelConfig, body: NamedBlocks, flat_input: bool):
@@ -107,17 +110,38 @@ class Discriminator(nn.Module):
         self.label_code = LabelCode(cfg.num_classes) if cfg.conditional else None
         self.image_shape = (cfg.channels, cfg.image_size, cfg.image_size)
         self.body = body
+        self.projection: nn.Linear | None = None
+        if cfg.conditional and cfg.d_conditioning is DConditioning.PROJECTION:
+            self.projection = nn.Linear(cfg.num_classes, self._feature_size(), bias=False)
+
+    def _feature_size(self) -> int:
+        """How many values the last block reads, found by running the others on a blank image."""
+        *hidden, _ = self.body.blocks.values()
+        x = torch.zeros(1, *self.image_shape)
+        x = x.flatten(1) if self.flat_input else x
+        self.body.eval()  # batch norm cannot take a batch of one in training mode
+        with torch.no_grad():
+            for block in hidden:
+                x = block(x)
+        self.body.train()
+        return x.flatten(1).shape[1]
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = images.flatten(1) if self.flat_input else images
-        if self.label_code is not None:
-            if labels is None:
-                raise ValueError("a conditional discriminator needs class labels")
-            code = self.label_code(labels)
-            if not self.flat_input:
-                code = code[:, :, None, None].expand(-1, -1, *images.shape[2:])
-            x = torch.cat([x, code], dim=1)
-        return self.body(x).reshape(-1)
+        if self.label_code is None:
+            return self.body(x).reshape(-1)
+        if labels is None:
+            raise ValueError("a conditional discriminator needs class labels")
+        code = self.label_code(labels)
+        if self.projection is not None:
+            *hidden, logit = self.body.blocks.values()
+            for block in hidden:
+                x = block(x)
+            features = x.flatten(1)
+            return logit(x).reshape(-1) + (self.projection(code) * features).sum(dim=1)
+        if not self.flat_input:
+            code = code[:, :, None, None].expand(-1, -1, *images.shape[2:])
+        return self.body(torch.cat([x, code], dim=1)).reshape(-1)
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -195,6 +219,11 @@ def _label_dim(cfg: ModelConfig) -> int:
     return cfg.num_classes if cfg.conditional else 0
 
 
+def _d_label_dim(cfg: ModelConfig) -> int:
+    """Label channels joined to D's input: none when D projects the label at its end."""
+    return 0 if cfg.d_conditioning is DConditioning.PROJECTION else _label_dim(cfg)
+
+
 def _generator_input_dim(cfg: ModelConfig) -> int:
     return cfg.latent_dim + _label_dim(cfg)
 
@@ -226,7 +255,7 @@ def _mlp_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
     )
     d_units = [_scaled(u, _d_width(cfg)) for u in (1024, 512, 256)]
     d_blocks: list[tuple[str, nn.Module]] = []
-    previous = pixels + _label_dim(cfg)
+    previous = pixels + _d_label_dim(cfg)
     for i, units in enumerate(d_units, start=1):
         d_blocks.append(
             (
@@ -284,7 +313,7 @@ def _dcgan28_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
         ]
     )
     d1, d2 = _scaled(64, _d_width(cfg)), _scaled(128, _d_width(cfg))
-    in_channels = cfg.channels + _label_dim(cfg)
+    in_channels = cfg.channels + _d_label_dim(cfg)
     slope = _d_slope(cfg)
     d = NamedBlocks(
         [
@@ -343,7 +372,7 @@ def _dcgan_rgb_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
     slope = _d_slope(cfg)
     d_base = _scaled(64, _d_width(cfg))
     d_channels = [d_base * 2**i for i in range(stages)]  # e.g. 64, 128, 256, 512
-    previous = cfg.channels + _label_dim(cfg)
+    previous = cfg.channels + _d_label_dim(cfg)
     d_blocks: list[tuple[str, nn.Module]] = []
     for i, out in enumerate(d_channels):
         norm: nn.Module = nn.BatchNorm2d(out) if i > 0 else nn.Identity()
