@@ -84,22 +84,29 @@ def test_resume_continues_bit_identically(tmp_path, idx_dir):
     assert history[1]["d_loss"] == straight_rows[1]["d_loss"]
 
 
-def test_learning_rate_decay_is_resumed_exactly_and_may_be_added_on_resume(tmp_path, idx_dir):
-    flags = ["--data", str(idx_dir), "--family", "dcgan", "--latent-dim", "2", "--width", "0.25",
-             "--batch-size", "64", "--checkpoint-every", "1", "--weak-ic-every", "0",
-             "--subset", "128", "--progress", "false"]  # fmt: skip
+def _straight_and_decay_added_on_resume(tmp_path, flags: list[str]) -> tuple[dict, dict]:
+    """Checkpoints after 3 epochs: one run with the rate falling from epoch 1, and one trained a
+    first epoch at a constant rate, then resumed with the decay added."""
     straight = tmp_path / "straight"
     assert (
         main(["train", "--out", str(straight), "--epochs", "3", "--lr-decay-start", "1", *flags])
         == 0
     )
-    # Trained one epoch at a constant rate, then given the decay on resume.
     resumed = tmp_path / "resumed"
     assert main(["train", "--out", str(resumed), "--epochs", "1", *flags]) == 0
     assert main(["train", "--resume", str(resumed / "checkpoints" / "epoch_0001.pt"), "--epochs", "3",
                  "--lr-decay-start", "1", "--out", str(resumed), "--progress", "false"]) == 0  # fmt: skip
-    a = load_checkpoint(straight / "checkpoints" / "last.pt").raw
-    b = load_checkpoint(resumed / "checkpoints" / "last.pt").raw
+    return (
+        load_checkpoint(straight / "checkpoints" / "last.pt").raw,
+        load_checkpoint(resumed / "checkpoints" / "last.pt").raw,
+    )
+
+
+def test_learning_rate_decay_is_resumed_exactly_and_may_be_added_on_resume(tmp_path, idx_dir):
+    flags = ["--data", str(idx_dir), "--family", "dcgan", "--latent-dim", "2", "--width", "0.25",
+             "--batch-size", "64", "--checkpoint-every", "1", "--weak-ic-every", "0",
+             "--subset", "128", "--progress", "false"]  # fmt: skip
+    a, b = _straight_and_decay_added_on_resume(tmp_path, flags)
     for part in ("generator", "discriminator"):
         assert _states_equal(a[part], b[part]), part
     # The rate of the last epoch trained: 2e-4 from epoch 1 falling to lr/2 in the last of 2.
@@ -110,7 +117,7 @@ def test_learning_rate_decay_is_resumed_exactly_and_may_be_added_on_resume(tmp_p
     c = load_checkpoint(constant / "checkpoints" / "last.pt").raw
     assert c["opt_g"]["param_groups"][0]["lr"] == pytest.approx(2e-4)
     assert not _states_equal(a["generator"], c["generator"])  # the decay changed the run
-    assert load_checkpoint(straight / "checkpoints" / "last.pt").train.lr_decay_start == 1
+    assert a["config"]["train"]["lr_decay_start"] == 1
     # Resumed mid-decay without repeating the flag: the saved schedule goes on.
     again = tmp_path / "again"
     assert (
@@ -131,17 +138,7 @@ def test_classifier_with_augmentation_and_decay_resumes_bit_identically(tmp_path
     flags = ["--data", str(idx_dir), "--family", "classifier", "--classifier-arch", "vgg",
              "--augment", "--width", "0.25", "--batch-size", "64", "--checkpoint-every", "1",
              "--subset", "128", "--progress", "false"]  # fmt: skip
-    straight = tmp_path / "straight"
-    assert (
-        main(["train", "--out", str(straight), "--epochs", "3", "--lr-decay-start", "1", *flags])
-        == 0
-    )
-    resumed = tmp_path / "resumed"
-    assert main(["train", "--out", str(resumed), "--epochs", "1", *flags]) == 0
-    assert main(["train", "--resume", str(resumed / "checkpoints" / "epoch_0001.pt"), "--epochs", "3",
-                 "--lr-decay-start", "1", "--out", str(resumed), "--progress", "false"]) == 0  # fmt: skip
-    a = load_checkpoint(straight / "checkpoints" / "last.pt").raw
-    b = load_checkpoint(resumed / "checkpoints" / "last.pt").raw
+    a, b = _straight_and_decay_added_on_resume(tmp_path, flags)
     assert _states_equal(a["classifier"], b["classifier"])
     assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(5e-4)  # 1e-3 / 2, last of 2
     plain = tmp_path / "plain"
