@@ -18,19 +18,19 @@ class Family(str, Enum):
 
 
 class ClassifierArch(str, Enum):
-    """Which class model to build (the classifier family only)."""
+    """Which class model to build (the classifier family only): ``small`` has one conv per block,
+    32 and 64 channels (the studies' size, 91.5% on Fashion-MNIST); ``vgg`` two batch-normalised
+    convs per block (94.3%: a judge sharper than the models it scores)."""
 
-    SMALL = (
-        "small"  # two conv layers, 32 and 64 channels: the studies' size, ~91.5% on Fashion-MNIST
-    )
-    VGG = "vgg"  # two batch-normalised conv layers per block, ~94%: a judge sharper than the cgan
+    SMALL = "small"
+    VGG = "vgg"
 
 
 class DConditioning(str, Enum):
     """How a conditional discriminator sees the class label."""
 
     CONCAT = "concat"  # one-hot joined to the input: a constant plane per class (conv) or flat
-    PROJECTION = "projection"  # a class embedding's inner product with D's last features (SNGAN)
+    PROJECTION = "projection"  # a class embedding · D's last features (Miyato & Koyama)
 
 
 class Loss(str, Enum):
