@@ -337,6 +337,27 @@ def test_layer_panels_show_one_heat_map_per_layer_and_follow_the_image(page, run
     assert after["image"] == response.layers[0].heatmaps[0]
 
 
+def test_the_page_is_not_idle_while_a_new_seed_is_looked_up(page, running, stub):
+    """A new seed waits for the server to name its latent before any view asks for anything; in
+    that gap idle() must stay false, or a reader (a test, a script) takes the old image for new."""
+    open_explorer(page, running, "cgan")
+    page.evaluate(
+        """() => {
+        const original = window.fetch;  // seed lookups answer 400 ms late
+        window.fetch = async (path, init) => {
+          if (init?.body?.includes('"seeds"')) await new Promise((r) => setTimeout(r, 400));
+          return original(path, init);
+        };
+      }"""
+    )
+    page.click("#new-seed")
+    assert page.evaluate("window.explorer.idle()") is False
+    settle(page)
+    seed = int(page.input_value("#seed"))
+    by_seed = stub.Generate(pb.GenerateRequest(model="cgan", seeds=[seed], labels=[0])).images[0]
+    assert image_png(page) == by_seed.png
+
+
 def test_a_conditional_model_has_a_class_picker_a_seed_and_chosen_sliders(page, running, stub):
     open_explorer(page, running, "cgan")  # 6-D latent: seed box, 4 chosen coordinates
     assert page.is_visible("#class-box") and page.is_visible("#seed-box")

@@ -40,8 +40,12 @@ const state = {
   picking: 0, // clicks left to pick flow keys on the map (2: A next, 1: B next)
   flowRun: 0,
 };
+// User actions still awaiting the server before they move the point (a seed's latent, a model's
+// description): counted by guard(), so that idle() is not true in the gap before the views ask.
+let actionsPending = 0;
 // For people at the console and for the browser tests.
-window.explorer = { stats, state, idle: () => [imageLive, layersLive, mapLive].every((l) => !l.busy) };
+window.explorer = { stats, state,
+  idle: () => actionsPending === 0 && [imageLive, layersLive, mapLive].every((l) => !l.busy) };
 
 // -- talking to the API ---------------------------------------------------------------------------
 class ApiError extends Error {
@@ -616,11 +620,14 @@ async function animate(stream, steps, frameMs, run) {
 // -- wiring ---------------------------------------------------------------------------------------
 function guard(where, action) {
   return async (...args) => {
+    actionsPending += 1;
     try {
       await action(...args);
       clearError(where);
     } catch (error) {
       showError(where, error);
+    } finally {
+      actionsPending -= 1;
     }
   };
 }
