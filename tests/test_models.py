@@ -139,8 +139,7 @@ def test_projection_discriminator_reads_the_image_alone_and_adds_the_label_at_it
     _, unconditional = build_gan(dataclasses.replace(cfg, conditional=False))
     d.eval()
     # The body is the unconditional D's; the label costs one embedding row per class.
-    embedding = d.projection.weight.shape[0] * d.projection.weight.shape[1]
-    assert count_parameters(d) == count_parameters(unconditional) + embedding
+    assert count_parameters(d) == count_parameters(unconditional) + d.projection.weight.numel()
     images = torch.rand(5, channels, size, size) * 2 - 1
     labels = torch.tensor([0, 1, 2, 3, 4])
     with torch.no_grad():

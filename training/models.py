@@ -115,16 +115,14 @@ class Discriminator(nn.Module):
             self.projection = nn.Linear(cfg.num_classes, self._feature_size(), bias=False)
 
     def _feature_size(self) -> int:
-        """How many values the last block reads, found by running the others on a blank image."""
-        *hidden, _ = self.body.blocks.values()
+        """How many values the last block reads, found by running the body on a blank image."""
         x = torch.zeros(1, *self.image_shape)
         x = x.flatten(1) if self.flat_input else x
         self.body.eval()  # batch norm cannot take a batch of one in training mode
         with torch.no_grad():
-            for block in hidden:
-                x = block(x)
+            features = self.body.forward_all(x)[-2]
         self.body.train()
-        return x.flatten(1).shape[1]
+        return features.flatten(1).shape[1]
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = images.flatten(1) if self.flat_input else images
@@ -134,11 +132,9 @@ class Discriminator(nn.Module):
             raise ValueError("a conditional discriminator needs class labels")
         code = self.label_code(labels)
         if self.projection is not None:
-            *hidden, logit = self.body.blocks.values()
-            for block in hidden:
-                x = block(x)
-            features = x.flatten(1)
-            return logit(x).reshape(-1) + (self.projection(code) * features).sum(dim=1)
+            *_, features, logit = self.body.forward_all(x)
+            projected = (self.projection(code) * features.flatten(1)).sum(dim=1)
+            return logit.reshape(-1) + projected
         if not self.flat_input:
             code = code[:, :, None, None].expand(-1, -1, *images.shape[2:])
         return self.body(torch.cat([x, code], dim=1)).reshape(-1)
