@@ -9,8 +9,8 @@ RUNS=${RUNS:-runs}
 REPO=${REPO:-deploy/model_repository}
 # The shipped models' epochs (README "Results"): the conditional model and the 2-D model ran
 # longer than the 3-D and 4-D ones; every run can be extended with --resume.
-CGAN_EPOCHS=${CGAN_EPOCHS:-70}
-CGAN_DECAY_START=${CGAN_DECAY_START:-45}  # the learning rates fall linearly over its last epochs
+CGAN_EPOCHS=${CGAN_EPOCHS:-64}
+CGAN_DECAY_START=${CGAN_DECAY_START:-42}  # the learning rates fall linearly over its last epochs
 EPOCHS_2D=${EPOCHS_2D:-38}
 DECAY_START_2D=${DECAY_START_2D:-30}
 SMALL_EPOCHS=${SMALL_EPOCHS:-18}  # the 3-D and 4-D models
@@ -25,11 +25,12 @@ ganserve train --family classifier --classifier-arch vgg --augment --epochs 16 -
     --checkpoint-every 1 --out "$RUNS/fmnist-judge"
 JUDGE="$RUNS/fmnist-judge/checkpoints/epoch_0016.pt"
 
-# Conditional: one-hot label code joined to z in G, one constant plane per class in D, one-sided
-# label smoothing, EMA (warm-up, own batch-norm statistics); every epoch kept for `ganserve select`.
+# Conditional: one-hot label code joined to z in G, a projection discriminator (the label enters
+# D's logit through a class embedding of its features), one-sided label smoothing, EMA (warm-up,
+# own batch-norm statistics); every epoch kept for `ganserve select`.
 ganserve train --family dcgan --conditional true --latent-dim 100 --width 0.5 --d-width 1.0 \
-    --real-target 0.9 --ema-decay 0.999 --epochs "$CGAN_EPOCHS" --lr-decay-start "$CGAN_DECAY_START" \
-    --checkpoint-every 1 --weak-ic-every 5 --out "$RUNS/fmnist-cgan"
+    --d-conditioning projection --real-target 0.9 --ema-decay 0.999 --epochs "$CGAN_EPOCHS" \
+    --lr-decay-start "$CGAN_DECAY_START" --checkpoint-every 1 --weak-ic-every 5 --out "$RUNS/fmnist-cgan"
 # The studies' small latents: 2-D (the class-map plane), 3-D and 4-D (cube sections).
 for d in 2 3 4; do
     epochs=$SMALL_EPOCHS decay_start=$SMALL_DECAY_START
