@@ -112,17 +112,11 @@ class Discriminator(nn.Module):
         self.body = body
         self.projection: nn.Linear | None = None
         if cfg.conditional and cfg.d_conditioning is DConditioning.PROJECTION:
-            self.projection = nn.Linear(cfg.num_classes, self._feature_size(), bias=False)
-
-    def _feature_size(self) -> int:
-        """How many values the last block reads, found by running the body on a blank image."""
-        x = torch.zeros(1, *self.image_shape)
-        x = x.flatten(1) if self.flat_input else x
-        self.body.eval()  # batch norm cannot take a batch of one in training mode
-        with torch.no_grad():
-            features = self.body.forward_all(x)[-2]
-        self.body.train()
-        return features.flatten(1).shape[1]
+            # One embedding value per input of the linear layer that makes the logit: the
+            # projection pairs the class with the same features that layer reads.
+            last_block = list(body.blocks.values())[-1]
+            logit_layer = [m for m in last_block.modules() if isinstance(m, nn.Linear)][-1]
+            self.projection = nn.Linear(cfg.num_classes, logit_layer.in_features, bias=False)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = images.flatten(1) if self.flat_input else images
