@@ -161,7 +161,7 @@ def _run_select(args: argparse.Namespace) -> int:
 
 
 def _export_parser(sub: argparse._SubParsersAction) -> None:
-    from ganserve.export.triton_repo import TritonSettings
+    from ganserve.export.settings import TritonSettings
 
     parser = sub.add_parser(
         "export",
@@ -464,8 +464,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in PARSERS:
-        add(sub)
+        try:
+            add(sub)
+        except ImportError as exc:
+            _add_unavailable(sub, add, exc)
     return parser
+
+
+def _add_unavailable(
+    sub: argparse._SubParsersAction, add: Callable[[argparse._SubParsersAction], None], exc
+) -> None:
+    """A command whose packages are missing here (``loadtest`` on a training machine without
+    grpcio) still shows in the help and says what it needs, and the other commands work."""
+    name = add.__name__.removeprefix("_").removesuffix("_parser")
+    reason = f"needs the {exc.name or 'missing'} package, not installed here ({exc})"
+    # Whatever follows is its own (no prefix character), so any flags reach the message below.
+    parser = sub.add_parser(name, help=f"(unavailable: {reason})", prefix_chars="\0")
+    parser.add_argument("arguments", nargs="*")
+
+    def unavailable(_args: argparse.Namespace) -> int:
+        raise UsageError(f"{reason}; install ganserve with its dependencies")
+
+    parser.set_defaults(handler=unavailable)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,8 @@
 
 import csv
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -230,6 +232,30 @@ def test_cli_reports_a_missing_data_set_without_traceback(tmp_path, capsys):
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "missing" in err and "Traceback" not in err
+
+
+SERVING_ONLY = ("grpc", "tritonclient", "onnx", "onnxruntime", "google.protobuf", "aiohttp")
+
+
+def test_training_runs_where_only_the_training_packages_are(tmp_path, idx_dir):
+    """A GPU training machine may have torch but not grpcio, tritonclient or onnx: `ganserve train`
+    works there, and a command that needs the missing packages says which instead of crashing."""
+    blocked = (
+        "import sys\n"
+        f"for name in {SERVING_ONLY!r}: sys.modules[name] = None\n"
+        "from ganserve.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-c", blocked, *args], capture_output=True, text=True, timeout=300
+    )
+    trained = run("train", "--data", str(idx_dir), "--out", str(tmp_path / "gan"), *FAST,
+                  "--subset", "64", "--weak-ic-every", "0")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert load_checkpoint(tmp_path / "gan" / "checkpoints" / "last.pt").epoch == 1
+    refused = run("loadtest", "--model", "x")
+    assert refused.returncode == 2
+    assert "needs the grpc package" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_config_values_come_from_environment_variables(tmp_path, idx_dir, monkeypatch):
