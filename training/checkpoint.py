@@ -24,12 +24,15 @@ FORMAT = "ganserve-checkpoint/1"
 
 
 def capture_rng_state(data_generator: torch.Generator) -> dict[str, Any]:
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": np.random.get_state(),
         "python": random.getstate(),
         "data": data_generator.get_state(),
     }
+    if torch.cuda.is_available():  # dropout on the GPU draws from the GPU's generators
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def restore_rng_state(state: dict[str, Any], data_generator: torch.Generator) -> None:
@@ -37,6 +40,9 @@ def restore_rng_state(state: dict[str, Any], data_generator: torch.Generator) ->
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     data_generator.set_state(state["data"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:

@@ -94,11 +94,20 @@ class Distributed:
             dist.destroy_process_group()
 
 
+def single_process_device() -> torch.device:
+    """The GPU when one is usable (``CUDA_VISIBLE_DEVICES=`` keeps a run on the CPU), else the CPU."""
+    if torch.cuda.is_available():
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def from_environment() -> Distributed:
     """Join the group that torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT):
-    NCCL with one GPU per process when CUDA is there, gloo on CPU. Without it: one process."""
+    NCCL with one GPU per process when CUDA is there, gloo on CPU. Without it: one process, on the
+    GPU when there is one."""
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return Distributed()
+        return Distributed(device=single_process_device())
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():

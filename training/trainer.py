@@ -386,7 +386,9 @@ class GANTrainer(_Trainer):
         g.train()
         d.train()
         data = self.splits.train
-        totals = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
+        # Summed on the device and read once an epoch: a read per step would make the CPU wait
+        # for the GPU at every step.
+        totals = torch.zeros(4, dtype=torch.float64, device=device)
         steps = seen = 0
         started = time.perf_counter()
         noise = self.dist.noise_generator(self.rng, cfg.seed, self.epoch)
@@ -421,16 +423,25 @@ class GANTrainer(_Trainer):
                 update_ema(self.ema, self.generator, ema_decay_at(self.ema_steps, cfg.ema_decay))
                 self.ema_steps += 1
 
-            totals["d_loss"] += d_loss.item()
-            totals["g_loss"] += g_loss.item()
-            totals["d_real"] += torch.sigmoid(real_logits).mean().item()
-            totals["d_fake"] += torch.sigmoid(fake_logits).mean().item()
+            with torch.no_grad():
+                totals += torch.stack(
+                    [
+                        d_loss,
+                        g_loss,
+                        torch.sigmoid(real_logits).mean(),
+                        torch.sigmoid(fake_logits).mean(),
+                    ]
+                ).double()
             steps += 1
             seen += n
-            bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}", refresh=False)
+            if not bar.disable and steps % 50 == 0:
+                bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}", refresh=False)
         bar.close()
+        means = (totals / max(steps, 1)).tolist()
         seconds = time.perf_counter() - started
-        row = self.dist.mean({k: v / max(steps, 1) for k, v in totals.items()})
+        row = self.dist.mean(
+            dict(zip(("d_loss", "g_loss", "d_real", "d_fake"), means, strict=True))
+        )
         (seen,) = self.dist.sum([seen])  # images/s of the whole group
         row.update(seconds=seconds, images_per_s=seen / seconds if seconds else 0.0)
         return row
@@ -439,7 +450,7 @@ class GANTrainer(_Trainer):
         if resume:
             self.resume(resume)
         log.info(
-            "training %s%s (G %d, D %d parameters) on %s: %d images, epochs %d→%d",
+            "training %s%s (G %d, D %d parameters) on %s: %d images, epochs %d→%d, device %s",
             self.model_cfg.family.value,
             " conditional" if self.model_cfg.conditional else "",
             count_parameters(self.generator),
@@ -448,6 +459,7 @@ class GANTrainer(_Trainer):
             len(self.splits.train),
             self.epoch,
             self.cfg.epochs,
+            self.dist.device,
         )
         last = None
         while self.epoch < self.cfg.epochs:
