@@ -11,10 +11,18 @@ REPO=${REPO:-deploy/model_repository}
 # longer than the 3-D and 4-D ones; every run can be extended with --resume.
 CGAN_EPOCHS=${CGAN_EPOCHS:-64}
 CGAN_DECAY_START=${CGAN_DECAY_START:-42}  # the learning rates fall linearly over its last epochs
+# The 4-D model has the studies' width (1.0: G 1.08 M, D 212,865 parameters) and was trained on
+# one GPU (an H200, ~4.5 s an epoch; README "Training"), its selection scoring the last epoch (raw
+# and EMA weights); the 2-D and 3-D models are the narrower CPU models (width 0.5).
 EPOCHS_2D=${EPOCHS_2D:-38}
 DECAY_START_2D=${DECAY_START_2D:-30}
-SMALL_EPOCHS=${SMALL_EPOCHS:-18}  # the 3-D and 4-D models
-SMALL_DECAY_START=${SMALL_DECAY_START:-10}
+WIDTH_2D=${WIDTH_2D:-0.5}
+EPOCHS_3D=${EPOCHS_3D:-18}
+DECAY_START_3D=${DECAY_START_3D:-10}
+WIDTH_3D=${WIDTH_3D:-0.5}
+EPOCHS_4D=${EPOCHS_4D:-37}
+DECAY_START_4D=${DECAY_START_4D:-24}
+WIDTH_4D=${WIDTH_4D:-1.0}
 
 # The class model ClassMap paints with (small: a 256x256 map stays a few seconds).
 ganserve train --family classifier --epochs 7 --checkpoint-every 1 --out "$RUNS/fmnist-classifier"
@@ -33,11 +41,10 @@ ganserve train --family dcgan --conditional true --latent-dim 100 --width 0.5 --
     --lr-decay-start "$CGAN_DECAY_START" --checkpoint-every 1 --weak-ic-every 5 --out "$RUNS/fmnist-cgan"
 # The studies' small latents: 2-D (the class-map plane), 3-D and 4-D (cube sections).
 for d in 2 3 4; do
-    epochs=$SMALL_EPOCHS decay_start=$SMALL_DECAY_START
-    [ "$d" = 2 ] && epochs=$EPOCHS_2D decay_start=$DECAY_START_2D
-    ganserve train --family dcgan --latent-dim "$d" --width 0.5 --real-target 0.9 \
-        --ema-decay 0.999 --epochs "$epochs" --lr-decay-start "$decay_start" --checkpoint-every 1 \
-        --weak-ic-every 4 --out "$RUNS/fmnist-${d}d"
+    epochs_var=EPOCHS_${d}D decay_var=DECAY_START_${d}D width_var=WIDTH_${d}D
+    ganserve train --family dcgan --latent-dim "$d" --width "${!width_var}" --real-target 0.9 \
+        --ema-decay 0.999 --epochs "${!epochs_var}" --lr-decay-start "${!decay_var}" \
+        --checkpoint-every 1 --weak-ic-every 4 --out "$RUNS/fmnist-${d}d"
 done
 
 ganserve evaluate "$CLASSIFIER" --out "$RUNS/fmnist-classifier/selected.eval.json"
