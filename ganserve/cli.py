@@ -472,7 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_unavailable(
-    sub: argparse._SubParsersAction, add: Callable[[argparse._SubParsersAction], None], exc
+    sub: argparse._SubParsersAction,
+    add: Callable[[argparse._SubParsersAction], None],
+    exc: ImportError,
 ) -> None:
     """A command whose packages are missing here (``loadtest`` on a training machine without
     grpcio) still shows in the help and says what it needs, and the other commands work."""

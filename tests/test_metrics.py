@@ -5,6 +5,7 @@ import torch
 from ganserve.training.metrics import (
     WEAK_IC,
     class_consistency,
+    class_hits,
     feature_statistics,
     frechet_distance,
     independent_classifier_test,
@@ -64,3 +65,13 @@ def test_independent_classifier_does_not_disturb_the_callers_random_stream():
 def test_class_consistency_counts_argmax_hits():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
     assert class_consistency(probs, np.array([0, 1, 1, 1])) == 0.75
+
+
+def test_class_hits_give_each_class_its_consistency_and_its_main_confusion():
+    probs = np.eye(3)[[0, 0, 2, 1, 1, 1, 0, 2]]  # predicted classes
+    requested = np.array([0, 0, 0, 1, 1, 1, 1, 2])
+    hits = class_hits(probs, requested, 4)
+    assert (hits[0].share, hits[0].mistaken_for, hits[0].mistaken_share) == (2 / 3, 2, 1 / 3)
+    assert (hits[1].share, hits[1].mistaken_for, hits[1].mistaken_share) == (0.75, 0, 0.25)
+    assert (hits[2].share, hits[2].mistaken_for, hits[2].mistaken_share) == (1.0, None, 0.0)
+    assert hits[3] is None  # no image of that class

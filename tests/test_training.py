@@ -197,6 +197,13 @@ def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys)
     assert fd["generated_vs_test"] > fd["real_train_vs_test"] >= 0  # one epoch is far from real
     assert fd["ratio"] == pytest.approx(fd["generated_vs_test"] / fd["real_train_vs_test"])
     assert 0.0 <= report["class_consistency"] <= 1.0
+    per_class = report["class_consistency_per_class"]
+    assert len(per_class) == 10 and all(
+        0.0 <= row["generated"] <= 1.0 and 0.0 <= row["classifier_on_real"] <= 1.0
+        for row in per_class.values()
+    )
+    shares = [row["generated"] for row in per_class.values()]  # ten equal groups of requests
+    assert report["class_consistency"] == pytest.approx(sum(shares) / len(shares), abs=0.01)
     diversity = report["within_class_diversity"]
     assert diversity["classes_from"] == "requested labels"
     for space in ("features", "pixels"):

@@ -21,6 +21,7 @@ from .metrics import (
     STRONG_IC,
     WEAK_IC,
     class_consistency,
+    class_hits,
     classifier_outputs,
     feature_statistics,
     frechet_distance,
@@ -50,9 +51,9 @@ class RealReference:
         self.images = splits.test.scaled()[:samples]
         self.labels = splits.test.labels.numpy()[: len(self.images)]
         self.classifier = classifier
-        self.features = self.floor = None
+        self.features = self.probabilities = self.floor = None
         if classifier is not None:
-            self.features, _ = classifier_outputs(classifier, self.images)
+            self.features, self.probabilities = classifier_outputs(classifier, self.images)
             train_features, _ = classifier_outputs(
                 classifier, splits.train.scaled(slice(0, len(self.images)))
             )
@@ -104,7 +105,32 @@ def score_generator(
     }
     if requested is not None:
         result["class_consistency"] = class_consistency(fake_probs, requested)
+        result["class_consistency_per_class"] = _per_class_consistency(
+            fake_probs, requested, reference, names
+        )
     return result, fake
+
+
+def _per_class_consistency(
+    fake_probs: np.ndarray, requested: np.ndarray, reference: RealReference, names: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """Each class's consistency beside the classifier's own accuracy on real images of the class
+    (its ceiling: a class the classifier confuses on real images cannot score higher on generated
+    ones), and the class its generated images are most often taken for."""
+    generated = class_hits(fake_probs, requested, len(names))
+    real = class_hits(reference.probabilities, reference.labels, len(names))
+    rows = {}
+    for k, name in enumerate(names):
+        hits, ceiling = generated[k], real[k]
+        if hits is None:
+            continue
+        rows[name] = {
+            "generated": hits.share,
+            "classifier_on_real": ceiling.share if ceiling else None,
+            "mistaken_for": None if hits.mistaken_for is None else names[hits.mistaken_for],
+            "mistaken_share": hits.mistaken_share,
+        }
+    return rows
 
 
 def evaluate_gan(

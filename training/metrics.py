@@ -128,6 +128,42 @@ def class_consistency(probabilities: np.ndarray, requested: np.ndarray) -> float
     return float((probabilities.argmax(axis=1) == requested).mean())
 
 
+@dataclass
+class ClassHits:
+    """How one class's images are classified: the share put in the class itself, and the class
+    they are most often put in instead (``None`` when never wrong) with its share."""
+
+    share: float
+    mistaken_for: int | None
+    mistaken_share: float
+
+
+def class_hits(
+    probabilities: np.ndarray, classes: np.ndarray, num_classes: int
+) -> dict[int, ClassHits | None]:
+    """Per class ``k`` of ``classes`` (requested labels, or real labels for the classifier's own
+    accuracy): class consistency within ``k`` and its most frequent confusion; ``None`` for a class
+    with no images."""
+    predicted = probabilities.argmax(axis=1)
+    classes = np.asarray(classes)
+    hits: dict[int, ClassHits | None] = {}
+    for k in range(num_classes):
+        mine = predicted[classes == k]
+        if len(mine) == 0:
+            hits[k] = None
+            continue
+        counts = np.bincount(mine, minlength=num_classes)
+        wrong = counts.copy()
+        wrong[k] = 0
+        other = int(wrong.argmax())
+        hits[k] = ClassHits(
+            share=float(counts[k]) / len(mine),
+            mistaken_for=other if wrong[other] else None,
+            mistaken_share=float(wrong[other]) / len(mine),
+        )
+    return hits
+
+
 @torch.no_grad()
 def generate_samples(
     generator: Generator,
