@@ -545,7 +545,8 @@ class ClassifierTrainer(_Trainer):
             self._set_lr(self.learning_rate(self.epoch), self.optimizer)
             self.model.train()
             started = time.perf_counter()
-            total_loss = correct = seen = 0
+            totals = torch.zeros(2, dtype=torch.float64, device=device)  # loss sum, hits
+            seen = 0
             for index in tqdm(
                 _batches(len(data), batch_size, self.rng, self.dist.shard),
                 total=(len(data) // self.dist.world_size + batch_size - 1) // batch_size,
@@ -562,9 +563,13 @@ class ClassifierTrainer(_Trainer):
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-                total_loss += loss.item() * len(index)
-                correct += int((logits.argmax(1) == targets).sum())
+                with torch.no_grad():  # read once an epoch, not at every step (see GANTrainer)
+                    totals += torch.stack(
+                        [loss * len(index), (logits.argmax(1) == targets).sum()]
+                    ).double()
                 seen += len(index)
+            total_loss, hits = totals.tolist()
+            correct = round(hits)
             seconds = time.perf_counter() - started
             self.epoch += 1
             total_loss, correct, seen = self.dist.sum([total_loss, correct, seen])
