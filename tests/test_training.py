@@ -86,6 +86,21 @@ def test_resume_continues_bit_identically(tmp_path, idx_dir):
     assert history[1]["d_loss"] == straight_rows[1]["d_loss"]
 
 
+def test_a_gpu_checkpoint_resumes_on_a_machine_without_one(tmp_path, idx_dir):
+    """A checkpoint written on a GPU carries the GPU's random state and tensors that lived there;
+    a CPU machine resumes it (the GPU state is kept for a GPU, not restored here)."""
+    out = tmp_path / "run"
+    train(out, idx_dir, "--family", "dcgan", "--latent-dim", "2", "--weak-ic-every", "0",
+          "--subset", "64", "--checkpoint-every", "1")  # fmt: skip
+    raw = torch.load(out / "checkpoints" / "epoch_0001.pt", weights_only=False)
+    raw["rng"]["cuda"] = [torch.zeros(16, dtype=torch.uint8)]  # as torch.cuda.get_rng_state_all()
+    gpu_made = tmp_path / "from_gpu.pt"
+    torch.save(raw, gpu_made)
+    assert main(["train", "--resume", str(gpu_made), "--epochs", "2", "--out", str(out),
+                 "--progress", "false"]) == 0  # fmt: skip
+    assert load_checkpoint(out / "checkpoints" / "last.pt").epoch == 2
+
+
 def _straight_and_decay_added_on_resume(tmp_path, flags: list[str]) -> tuple[dict, dict]:
     """Checkpoints after 3 epochs: one run with the rate falling from epoch 1, and one trained a
     first epoch at a constant rate, then resumed with the decay added."""
