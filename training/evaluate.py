@@ -20,6 +20,7 @@ from .data import DataSplits, load_data
 from .metrics import (
     STRONG_IC,
     WEAK_IC,
+    ClassHits,
     class_consistency,
     class_hits,
     classifier_outputs,
@@ -51,9 +52,11 @@ class RealReference:
         self.images = splits.test.scaled()[:samples]
         self.labels = splits.test.labels.numpy()[: len(self.images)]
         self.classifier = classifier
-        self.features = self.probabilities = self.floor = None
+        self.features = self.floor = None
+        self.hits: dict[int, ClassHits | None] = {}  # the classifier per class on these images
         if classifier is not None:
-            self.features, self.probabilities = classifier_outputs(classifier, self.images)
+            self.features, probabilities = classifier_outputs(classifier, self.images)
+            self.hits = class_hits(probabilities, self.labels, probabilities.shape[1])
             train_features, _ = classifier_outputs(
                 classifier, splits.train.scaled(slice(0, len(self.images)))
             )
@@ -118,10 +121,9 @@ def _per_class_consistency(
     (its ceiling: a class the classifier confuses on real images cannot score higher on generated
     ones), and the class its generated images are most often taken for."""
     generated = class_hits(fake_probs, requested, len(names))
-    real = class_hits(reference.probabilities, reference.labels, len(names))
     rows = {}
     for k, name in enumerate(names):
-        hits, ceiling = generated[k], real[k]
+        hits, ceiling = generated[k], reference.hits.get(k)
         if hits is None:
             continue
         rows[name] = {
