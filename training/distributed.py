@@ -94,11 +94,17 @@ class Distributed:
             dist.destroy_process_group()
 
 
+def _use_gpu(index: int) -> torch.device:
+    """GPU ``index`` for this process's tensors, with cuDNN's autotuning (fixed shapes: let it
+    pick its fastest kernels), for one process and torchrun's ranks alike."""
+    torch.backends.cudnn.benchmark = True
+    return torch.device("cuda", index)
+
+
 def single_process_device() -> torch.device:
     """The GPU when one is usable (``CUDA_VISIBLE_DEVICES=`` keeps a run on the CPU), else the CPU."""
     if torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
-        return torch.device("cuda", torch.cuda.current_device())
+        return _use_gpu(torch.cuda.current_device())
     return torch.device("cpu")
 
 
@@ -111,7 +117,7 @@ def from_environment() -> Distributed:
     rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
+        device = _use_gpu(local_rank)
         torch.cuda.set_device(device)
         backend = "nccl"
     else:
