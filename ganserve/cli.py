@@ -52,6 +52,7 @@ def _run_train(args: argparse.Namespace) -> int:
         train_cfg = dataclass_from_args(
             TrainConfig, args, **_saved_train_overrides(saved.train, args)
         )
+        _check_trained_epochs_unchanged(saved.train, train_cfg, saved.epoch)
     else:
         model_cfg = dataclass_from_args(ModelConfig, args)
         data_cfg = dataclass_from_args(DataConfig, args)
@@ -77,12 +78,23 @@ def _saved_train_overrides(saved, args: argparse.Namespace) -> dict:
 
     # The epoch target and the learning rate's tail say how a run goes on from here, not how
     # the saved epochs went: a resumed run may be given a longer course or a decay to end on.
-    changeable = {"epochs", "lr_decay_start", "out", "checkpoint_every", "progress", "threads"}
+    changeable = {"epochs", "lr_decay_start", "out", "checkpoint_every", "progress", "threads",
+                  "mode_seeking", "mode_seeking_start"}  # fmt: skip
     return {
         f.name: getattr(saved, f.name)
         for f in dataclasses.fields(saved)
         if f.name not in changeable or not hasattr(args, f.name)
     }
+
+
+def _check_trained_epochs_unchanged(saved, changed, epochs_trained: int) -> None:
+    """A setting changed on resume must not rewrite the epochs already trained, or the run would
+    be neither what its checkpoint says nor what a straight run gives."""
+    if any(changed.mode_seeking_at(e) != saved.mode_seeking_at(e) for e in range(epochs_trained)):
+        raise ValueError(
+            f"--mode-seeking-start must not lie before the resumed epoch ({epochs_trained}): the "
+            "epochs trained had another mode-seeking weight"
+        )
 
 
 def _evaluate_parser(sub: argparse._SubParsersAction) -> None:

@@ -146,6 +146,66 @@ def test_learning_rate_decay_is_resumed_exactly_and_may_be_added_on_resume(tmp_p
     assert _states_equal(a["generator"], d["generator"])
 
 
+def test_mode_seeking_term_pushes_pairs_apart_in_proportion_to_their_latents():
+    from ganserve.training.trainer import mode_seeking_loss
+
+    z = torch.tensor([[0.0, 0.0], [1.0, 1.0]])  # one pair: latents 1 apart per coordinate
+    same = torch.ones(2, 1, 4, 4)
+    assert mode_seeking_loss(same, z) == pytest.approx(1e5)  # one picture: the largest loss
+    apart = torch.stack([torch.zeros(1, 4, 4), torch.full((1, 4, 4), 0.5)])
+    assert mode_seeking_loss(apart, z) == pytest.approx(2.0, rel=1e-4)  # 1 / (0.5 / 1)
+    # G lowers it by spreading its images: a few steps on the term alone move a pair apart.
+    torch.manual_seed(0)
+    g = torch.nn.Linear(2, 16)
+    latents = torch.rand(8, 2)
+    before = (g(latents[:4]) - g(latents[4:])).abs().mean().item()
+    optimizer = torch.optim.SGD(g.parameters(), lr=0.05)
+    for _ in range(40):
+        optimizer.zero_grad()
+        mode_seeking_loss(g(latents), latents).backward()
+        optimizer.step()
+    assert (g(latents[:4]) - g(latents[4:])).abs().mean().item() > 1.5 * before
+
+
+def test_mode_seeking_may_be_switched_on_at_a_resume_and_equals_a_straight_run(tmp_path, idx_dir):
+    flags = ["--data", str(idx_dir), "--family", "dcgan", "--conditional", "true", "--latent-dim", "8",
+             "--width", "0.25", "--batch-size", "63", "--checkpoint-every", "1", "--weak-ic-every", "0",
+             "--subset", "128", "--progress", "false"]  # fmt: skip
+    seeking = ["--mode-seeking", "1", "--mode-seeking-start", "1"]
+    straight = tmp_path / "straight"
+    assert main(["train", "--out", str(straight), "--epochs", "2", *seeking, *flags]) == 0
+    resumed = tmp_path / "resumed"
+    assert main(["train", "--out", str(resumed), "--epochs", "1", *flags]) == 0
+    epoch_1 = str(resumed / "checkpoints" / "epoch_0001.pt")
+    assert main(["train", "--resume", epoch_1, "--epochs", "2", *seeking, "--out", str(resumed),
+                 "--progress", "false"]) == 0  # fmt: skip
+    a = load_checkpoint(straight / "checkpoints" / "last.pt").raw
+    b = load_checkpoint(resumed / "checkpoints" / "last.pt").raw
+    assert _states_equal(a["generator"], b["generator"])
+    assert b["config"]["train"]["mode_seeking"] == 1.0
+    plain = tmp_path / "plain"
+    assert main(["train", "--out", str(plain), "--epochs", "2", *flags]) == 0
+    c = load_checkpoint(plain / "checkpoints" / "last.pt").raw
+    assert not _states_equal(a["generator"], c["generator"])  # the term changed epoch 2
+    # Switching it on for an epoch already trained would rewrite history: refused.
+    with pytest.raises(ValueError, match="mode-seeking-start"):
+        main(["train", "--resume", epoch_1, "--epochs", "2", "--mode-seeking", "1",
+              "--out", str(tmp_path / "refused"), "--progress", "false"])  # fmt: skip
+
+
+def test_mode_seeking_pairs_share_their_labels(tmp_path, idx_dir):
+    from ganserve.training.config import DataConfig, ModelConfig, TrainConfig
+    from ganserve.training.data import load_data
+    from ganserve.training.trainer import GANTrainer
+
+    data = DataConfig(data=str(idx_dir), subset=64)
+    model = ModelConfig(conditional=True, latent_dim=4, width=0.25)
+    trainer = GANTrainer(model, data, TrainConfig(out=str(tmp_path)), load_data(data))
+    z, labels = trainer._sample_inputs(9, torch.Generator().manual_seed(0), paired=True)
+    assert z.shape == (9, 4) and torch.equal(labels[:4], labels[4:8])
+    assert not torch.equal(z[:4], z[4:8])
+
+
 def test_learning_rate_decay_must_start_inside_the_run(tmp_path, idx_dir):
     with pytest.raises(ValueError, match="lr-decay-start"):
         train(tmp_path, idx_dir, "--family", "dcgan", "--latent-dim", "2", "--lr-decay-start", "1")

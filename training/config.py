@@ -132,6 +132,21 @@ class TrainConfig:
     ema_decay: float = field(
         default=0.0, metadata={"help": "EMA decay for G weights (0 = off, e.g. 0.999)"}
     )
+    mode_seeking: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the mode-seeking term in G's loss (Mao et al. 2019, MSGAN): pairs of "
+            "fakes with the same label are pushed apart in proportion to their latents' distance "
+            "(0 = off; the paper uses 1)"
+        },
+    )
+    mode_seeking_start: int = field(
+        default=0,
+        metadata={
+            "help": "the mode-seeking term applies from this epoch on; may be set on --resume "
+            "(to an epoch not yet trained)"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed for weights, shuffling and noise"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0 = torch default)"})
     out: str = field(default="runs/gan", metadata={"help": "run directory"})
@@ -154,6 +169,11 @@ class TrainConfig:
         },
     )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def mode_seeking_at(self, epoch: int) -> float:
+        """The mode-seeking term's weight while training epoch ``epoch + 1``: a function of the
+        epoch alone, so switching it on at a resume gives what a straight run gives."""
+        return self.mode_seeking if epoch >= self.mode_seeking_start else 0.0
 
 
 @dataclass

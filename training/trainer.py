@@ -112,6 +112,19 @@ def generator_loss(loss: Loss, fake_logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(-fake_logits).mean()  # non-saturating: -log D(G(z))
 
 
+def mode_seeking_loss(
+    images: torch.Tensor, latents: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """MSGAN's regulariser (Mao et al., 2019): the batch's first half and second half are pairs
+    (same label, different latents); the loss is the inverse of the ratio between the pairs' mean
+    image distance and their mean latent distance, so G lowers it by making images that differ as
+    much as their latents do: a label alone no longer gives one picture."""
+    half = len(images) // 2
+    image_distance = (images[:half] - images[half : 2 * half]).abs().mean()
+    latent_distance = (latents[:half] - latents[half : 2 * half]).abs().mean()
+    return 1.0 / (image_distance / latent_distance + eps)
+
+
 def ema_decay_at(step: int, decay: float) -> float:
     """Decay with a warm-up, (1 + t) / (10 + t) capped at ``decay``: at step t the average holds
     about the last t steps, not 99.9% of the random initial weights (a fixed 0.999 still holds 63%
@@ -283,13 +296,20 @@ class GANTrainer(_Trainer):
         return self.ema if self.ema is not None else self.generator
 
     def _sample_inputs(
-        self, n: int, generator: torch.Generator | None
+        self, n: int, generator: torch.Generator | None, paired: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``n`` latents (and labels); ``paired``: the second half repeats the first half's labels,
+        for the mode-seeking term's pairs."""
         device = self.dist.device
         z = self._sample_prior(n, generator).to(device)
         if not self.model_cfg.conditional:
             return z, None
-        return z, torch.randint(0, self.model_cfg.num_classes, (n,), generator=generator).to(device)
+        classes = self.model_cfg.num_classes
+        if not paired:
+            return z, torch.randint(0, classes, (n,), generator=generator).to(device)
+        half = torch.randint(0, classes, (n // 2,), generator=generator)
+        odd = torch.randint(0, classes, (n % 2,), generator=generator)
+        return z, torch.cat([half, half, odd]).to(device)
 
     def refresh_ema_statistics(self) -> None:
         """Give the averaged weights batch-norm statistics of their own (seeded by epoch, so a
@@ -392,6 +412,7 @@ class GANTrainer(_Trainer):
         steps = seen = 0
         started = time.perf_counter()
         noise = self.dist.noise_generator(self.rng, cfg.seed, self.epoch)
+        mode_seeking = cfg.mode_seeking_at(self.epoch)
         batches = _batches(len(data), cfg.batch_size, self.rng, self.dist.shard)
         bar = tqdm(
             batches,
@@ -405,7 +426,7 @@ class GANTrainer(_Trainer):
             real = data.scaled(index).to(device)
             labels = data.labels[index].to(device) if self.model_cfg.conditional else None
             n = len(index)
-            z, fake_labels = self._sample_inputs(n, noise)
+            z, fake_labels = self._sample_inputs(n, noise, paired=mode_seeking > 0)
             fake = g(z, fake_labels)
 
             self.opt_d.zero_grad(set_to_none=True)
@@ -417,7 +438,10 @@ class GANTrainer(_Trainer):
 
             self.opt_g.zero_grad(set_to_none=True)
             g_loss = generator_loss(cfg.loss, d(fake, fake_labels))
-            g_loss.backward()
+            if mode_seeking > 0:
+                (g_loss + mode_seeking * mode_seeking_loss(fake, z)).backward()
+            else:
+                g_loss.backward()
             self.opt_g.step()
             if self.ema is not None:
                 update_ema(self.ema, self.generator, ema_decay_at(self.ema_steps, cfg.ema_decay))
