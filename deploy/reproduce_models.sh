@@ -11,15 +11,16 @@ REPO=${REPO:-deploy/model_repository}
 # longer than the 3-D and 4-D ones; every run can be extended with --resume.
 CGAN_EPOCHS=${CGAN_EPOCHS:-64}
 CGAN_DECAY_START=${CGAN_DECAY_START:-42}  # the learning rates fall linearly over its last epochs
-# The 4-D model has the studies' width (1.0: G 1.08 M, D 212,865 parameters) and was trained on
-# one GPU (an H200, ~4.5 s an epoch; README "Training"), its selection scoring the last epoch (raw
-# and EMA weights); the 2-D and 3-D models are the narrower CPU models (width 0.5).
+# The 3-D and 4-D models have the studies' width (1.0: G 1.06-1.08 M, D 212,865 parameters): the
+# 4-D one was trained on one GPU (an H200, ~4.5 s an epoch; README "Training"), the 3-D one on the
+# 2 CPU cores (~190 s an epoch alone); the 2-D model is the narrower CPU model (width 0.5), which
+# keeps full-plane class maps 3x cheaper.
 EPOCHS_2D=${EPOCHS_2D:-38}
 DECAY_START_2D=${DECAY_START_2D:-30}
 WIDTH_2D=${WIDTH_2D:-0.5}
-EPOCHS_3D=${EPOCHS_3D:-18}
-DECAY_START_3D=${DECAY_START_3D:-10}
-WIDTH_3D=${WIDTH_3D:-0.5}
+EPOCHS_3D=${EPOCHS_3D:-38}
+DECAY_START_3D=${DECAY_START_3D:-25}
+WIDTH_3D=${WIDTH_3D:-1.0}
 EPOCHS_4D=${EPOCHS_4D:-37}
 DECAY_START_4D=${DECAY_START_4D:-24}
 WIDTH_4D=${WIDTH_4D:-1.0}
