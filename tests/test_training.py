@@ -204,6 +204,8 @@ def test_mode_seeking_pairs_share_their_labels(tmp_path, idx_dir):
     z, labels = trainer._sample_inputs(9, torch.Generator().manual_seed(0), paired=True)
     assert z.shape == (9, 4) and torch.equal(labels[:4], labels[4:8])
     assert not torch.equal(z[:4], z[4:8])
+    with pytest.raises(ValueError, match="mode-seeking"):  # a negative weight rewards collapse
+        GANTrainer(model, data, TrainConfig(out=str(tmp_path), mode_seeking=-1), load_data(data))
 
 
 def test_learning_rate_decay_must_start_inside_the_run(tmp_path, idx_dir):

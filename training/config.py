@@ -137,7 +137,7 @@ class TrainConfig:
         metadata={
             "help": "weight of the mode-seeking term in G's loss (Mao et al. 2019, MSGAN): pairs of "
             "fakes with the same label are pushed apart in proportion to their latents' distance "
-            "(0 = off; the paper uses 1)"
+            "(0 = off; the paper uses 1; history's g_loss stays the adversarial term alone)"
         },
     )
     mode_seeking_start: int = field(

@@ -253,6 +253,8 @@ class GANTrainer(_Trainer):
             raise ValueError("use ClassifierTrainer for the classifier family")
         if train.augment:
             raise ValueError("--augment is for the classifier: a GAN would learn to make it")
+        if train.mode_seeking < 0:
+            raise ValueError(f"--mode-seeking must be 0 or more, got {train.mode_seeking}")
         super().__init__(model, data, train, splits)
         self.generator, self.discriminator = build_gan(self.model_cfg)
         # Training steps go through these (DistributedDataParallel when distributed); checkpoints
