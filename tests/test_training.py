@@ -242,12 +242,28 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path, idx_dir):
     assert not _states_equal(a, c)
 
 
-def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys):
+def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys, monkeypatch):
     classifier = train(tmp_path / "cls", idx_dir, "--family", "classifier", "--epochs", "3")
     assert load_checkpoint(classifier).metrics["test_accuracy"] > 0.5  # the bars are easy to learn
     gan = train(tmp_path / "gan", idx_dir, "--family", "dcgan", "--conditional", "true", "--latent-dim", "3",
                 "--weak-ic-every", "0", "--epochs", "2", "--checkpoint-every", "1",
                 "--ema-decay", "0.9")  # fmt: skip
+    # Evaluation takes the device training would (the GPU when usable) and the IC trains there.
+    from ganserve.training import evaluate as evaluate_module
+
+    chosen, ic_devices = [], []
+    monkeypatch.setattr(
+        evaluate_module,
+        "single_process_device",
+        lambda: chosen.append(torch.device("cpu")) or chosen[-1],
+    )
+    real_ic = evaluate_module.independent_classifier_test
+
+    def spy_ic(*args, **kwargs):
+        ic_devices.append(kwargs.get("device"))
+        return real_ic(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "independent_classifier_test", spy_ic)
     out = tmp_path / "metrics.json"
     assert (
         main(
@@ -267,6 +283,7 @@ def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys)
         == 0
     )
     report = json.loads(out.read_text())
+    assert len(chosen) == 1 and ic_devices == [chosen[0]] * 2
     ic = report["independent_classifier"]
     assert len(ic["errors"]) == 2 and ic["error"] == pytest.approx(sum(ic["errors"]) / 2)
     assert 0.0 <= ic["error"] <= 0.5

@@ -17,6 +17,7 @@ import torch
 
 from .checkpoint import LoadedCheckpoint, load_checkpoint
 from .data import DataSplits, load_data
+from .distributed import single_process_device
 from .metrics import (
     STRONG_IC,
     WEAK_IC,
@@ -46,12 +47,21 @@ def _fd(a: np.ndarray, b: np.ndarray) -> float:
 
 class RealReference:
     """What generated samples are compared with: the test split (and as many training images, for
-    the real-vs-real floor) as classifier features, computed once for many checkpoints."""
+    the real-vs-real floor) as classifier features, computed once for many checkpoints. Networks
+    run on ``device`` (default: the GPU when one is usable, as training does)."""
 
-    def __init__(self, splits: DataSplits, classifier: Classifier | None, samples: int):
+    def __init__(
+        self,
+        splits: DataSplits,
+        classifier: Classifier | None,
+        samples: int,
+        device: torch.device | None = None,
+    ):
+        self.device = device if device is not None else single_process_device()
+        log.info("scoring on %s", self.device)
         self.images = splits.test.scaled()[:samples]
         self.labels = splits.test.labels.numpy()[: len(self.images)]
-        self.classifier = classifier
+        self.classifier = classifier.to(self.device) if classifier is not None else None
         self.features = self.floor = None
         self.hits: dict[int, ClassHits | None] = {}  # the classifier per class on these images
         if classifier is not None:
@@ -69,7 +79,7 @@ def score_generator(
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """Fréchet ratio, within-class diversity and class statistics (no IC), and the generated
     images they were measured on: cheap enough to run on every checkpoint of a run."""
-    generator = ckpt.generator(weights)
+    generator = ckpt.generator(weights).to(reference.device)
     fake, requested = generate_samples(
         generator, len(reference.images), ckpt.model.prior.value, ckpt.model.num_classes
     )
@@ -155,7 +165,9 @@ def evaluate_gan(
     if strength != "none":
         started = time.perf_counter()
         runs = [
-            independent_classifier_test(reference.images, fake, IC_STRENGTHS[strength], seed=seed)
+            independent_classifier_test(
+                reference.images, fake, IC_STRENGTHS[strength], seed=seed, device=reference.device
+            )
             for seed in range(ic_repeats)
         ]
         errors = [ic.error for ic in runs]
@@ -172,7 +184,7 @@ def evaluate_gan(
 
 @torch.no_grad()
 def evaluate_classifier(ckpt: LoadedCheckpoint, splits: DataSplits) -> dict[str, Any]:
-    classifier = ckpt.classifier()
+    classifier = ckpt.classifier().to(single_process_device())
     _, probs = classifier_outputs(classifier, splits.test.scaled())
     return {
         "epoch": ckpt.epoch,

@@ -43,11 +43,13 @@ def independent_classifier_test(
     strength: ICStrength = WEAK_IC,
     seed: int = 0,
     batch_size: int = 128,
+    device: torch.device | str = "cpu",
 ) -> ICResult:
     """Train a fresh CNN to tell ``real`` from ``fake`` images ([-1, 1]) and report its test error.
 
     Each side is split 50/50 into train and test halves; the sides are balanced, so chance is 50%.
-    Runs under its own RNG so calling it never changes the caller's random stream.
+    Runs under its own RNG so calling it never changes the caller's random stream. The CNN trains
+    on ``device``; the images may live anywhere (batches are moved there).
     """
     n = min(len(real), len(fake), strength.max_per_side)
     if n < 4:
@@ -62,7 +64,7 @@ def independent_classifier_test(
         x_test = torch.cat([real[:n][test_idx], fake[:n][test_idx]])
         y_test = torch.cat([torch.ones(half), torch.zeros(half)]).long()
 
-        model = Classifier(real.shape[1], 2, width=strength.width)
+        model = Classifier(real.shape[1], 2, width=strength.width).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         loss_fn = nn.CrossEntropyLoss()
         model.train()
@@ -72,7 +74,7 @@ def independent_classifier_test(
             for start in range(0, len(perm), batch_size):
                 idx = perm[start : start + batch_size]
                 optimizer.zero_grad(set_to_none=True)
-                loss_fn(model(x_train[idx]), y_train[idx]).backward()
+                loss_fn(model(x_train[idx].to(device)), y_train[idx].to(device)).backward()
                 optimizer.step()
                 step += 1
                 if step == strength.steps:
@@ -80,7 +82,10 @@ def independent_classifier_test(
         model.eval()
         with torch.no_grad():
             predictions = torch.cat(
-                [model(x_test[s : s + 512]).argmax(1) for s in range(0, len(x_test), 512)]
+                [
+                    model(x_test[s : s + 512].to(device)).argmax(1).cpu()
+                    for s in range(0, len(x_test), 512)
+                ]
             )
     error = float((predictions != y_test).float().mean())
     return ICResult(
@@ -113,14 +118,21 @@ def frechet_distance(
 def classifier_outputs(
     classifier: Classifier, images: torch.Tensor, batch_size: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Penultimate features ``[N, D]`` and class probabilities ``[N, K]`` for ``images``."""
+    """Penultimate features ``[N, D]`` and class probabilities ``[N, K]`` for ``images``, computed
+    on the classifier's device."""
     classifier.eval()
+    device = _device_of(classifier)
     features, probabilities = [], []
     for start in range(0, len(images), batch_size):
-        activations = classifier.forward_with_activations(images[start : start + batch_size])
-        features.append(activations[-2].numpy())
-        probabilities.append(torch.softmax(activations[-1], dim=1).numpy())
+        batch = images[start : start + batch_size].to(device)
+        activations = classifier.forward_with_activations(batch)
+        features.append(activations[-2].cpu().numpy())
+        probabilities.append(torch.softmax(activations[-1], dim=1).cpu().numpy())
     return np.concatenate(features), np.concatenate(probabilities)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next(module.parameters()).device
 
 
 def class_consistency(probabilities: np.ndarray, requested: np.ndarray) -> float:
@@ -173,8 +185,10 @@ def generate_samples(
     first_seed: int = 0,
     batch_size: int = 512,
 ) -> tuple[torch.Tensor, np.ndarray | None]:
-    """``count`` images from seeds ``first_seed…``; conditional models get labels 0, 1, 2, … cyclically."""
+    """``count`` images from seeds ``first_seed…``; conditional models get labels 0, 1, 2, … cyclically.
+    Generated on the generator's device, returned on the CPU."""
     generator.eval()
+    device = _device_of(generator)
     latents = torch.from_numpy(
         latents_from_seeds(range(first_seed, first_seed + count), generator.latent_dim, prior)
     )
@@ -182,9 +196,11 @@ def generate_samples(
     images = []
     for start in range(0, count, batch_size):
         batch_labels = (
-            None if labels is None else torch.from_numpy(labels[start : start + batch_size])
+            None
+            if labels is None
+            else torch.from_numpy(labels[start : start + batch_size]).to(device)
         )
-        images.append(generator(latents[start : start + batch_size], batch_labels))
+        images.append(generator(latents[start : start + batch_size].to(device), batch_labels).cpu())
     return torch.cat(images), labels
 
 

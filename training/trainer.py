@@ -394,7 +394,9 @@ class GANTrainer(_Trainer):
             fake = g(z, labels if labels is None else labels.to(self.dist.device)).cpu()
         g.train(was_training)
         with torch.enable_grad():
-            return independent_classifier_test(real, fake, WEAK_IC, seed=self.epoch).error
+            return independent_classifier_test(
+                real, fake, WEAK_IC, seed=self.epoch, device=self.dist.device
+            ).error
 
     # -- training ----------------------------------------------------------------------------
     def _sample_prior(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
