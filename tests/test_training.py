@@ -101,18 +101,21 @@ def test_a_gpu_checkpoint_resumes_on_a_machine_without_one(tmp_path, idx_dir):
     assert load_checkpoint(out / "checkpoints" / "last.pt").epoch == 2
 
 
-def _straight_and_decay_added_on_resume(tmp_path, flags: list[str]) -> tuple[dict, dict]:
-    """Checkpoints after 3 epochs: one run with the rate falling from epoch 1, and one trained a
-    first epoch at a constant rate, then resumed with the decay added."""
+DECAY_FROM_EPOCH_1 = ["--lr-decay-start", "1"]
+
+
+def _straight_and_added_on_resume(
+    tmp_path, flags: list[str], added: list[str] = DECAY_FROM_EPOCH_1, epochs: int = 3
+) -> tuple[dict, dict]:
+    """Checkpoints after ``epochs`` epochs: one run with ``added`` (settings that act from epoch
+    1, by default the rate falling from there) from the start, and one trained a first epoch
+    without them, then resumed with them added (``tmp_path/resumed``)."""
     straight = tmp_path / "straight"
-    assert (
-        main(["train", "--out", str(straight), "--epochs", "3", "--lr-decay-start", "1", *flags])
-        == 0
-    )
+    assert main(["train", "--out", str(straight), "--epochs", str(epochs), *added, *flags]) == 0
     resumed = tmp_path / "resumed"
     assert main(["train", "--out", str(resumed), "--epochs", "1", *flags]) == 0
-    assert main(["train", "--resume", str(resumed / "checkpoints" / "epoch_0001.pt"), "--epochs", "3",
-                 "--lr-decay-start", "1", "--out", str(resumed), "--progress", "false"]) == 0  # fmt: skip
+    assert main(["train", "--resume", str(resumed / "checkpoints" / "epoch_0001.pt"),
+                 "--epochs", str(epochs), *added, "--out", str(resumed), "--progress", "false"]) == 0  # fmt: skip
     return (
         load_checkpoint(straight / "checkpoints" / "last.pt").raw,
         load_checkpoint(resumed / "checkpoints" / "last.pt").raw,
@@ -123,7 +126,7 @@ def test_learning_rate_decay_is_resumed_exactly_and_may_be_added_on_resume(tmp_p
     flags = ["--data", str(idx_dir), "--family", "dcgan", "--latent-dim", "2", "--width", "0.25",
              "--batch-size", "64", "--checkpoint-every", "1", "--weak-ic-every", "0",
              "--subset", "128", "--progress", "false"]  # fmt: skip
-    a, b = _straight_and_decay_added_on_resume(tmp_path, flags)
+    a, b = _straight_and_added_on_resume(tmp_path, flags)
     for part in ("generator", "discriminator"):
         assert _states_equal(a[part], b[part]), part
     # The rate of the last epoch trained: 2e-4 from epoch 1 falling to lr/2 in the last of 2.
@@ -172,15 +175,7 @@ def test_mode_seeking_may_be_switched_on_at_a_resume_and_equals_a_straight_run(t
              "--width", "0.25", "--batch-size", "63", "--checkpoint-every", "1", "--weak-ic-every", "0",
              "--subset", "128", "--progress", "false"]  # fmt: skip
     seeking = ["--mode-seeking", "1", "--mode-seeking-start", "1"]
-    straight = tmp_path / "straight"
-    assert main(["train", "--out", str(straight), "--epochs", "2", *seeking, *flags]) == 0
-    resumed = tmp_path / "resumed"
-    assert main(["train", "--out", str(resumed), "--epochs", "1", *flags]) == 0
-    epoch_1 = str(resumed / "checkpoints" / "epoch_0001.pt")
-    assert main(["train", "--resume", epoch_1, "--epochs", "2", *seeking, "--out", str(resumed),
-                 "--progress", "false"]) == 0  # fmt: skip
-    a = load_checkpoint(straight / "checkpoints" / "last.pt").raw
-    b = load_checkpoint(resumed / "checkpoints" / "last.pt").raw
+    a, b = _straight_and_added_on_resume(tmp_path, flags, added=seeking, epochs=2)
     assert _states_equal(a["generator"], b["generator"])
     assert b["config"]["train"]["mode_seeking"] == 1.0
     plain = tmp_path / "plain"
@@ -189,7 +184,8 @@ def test_mode_seeking_may_be_switched_on_at_a_resume_and_equals_a_straight_run(t
     assert not _states_equal(a["generator"], c["generator"])  # the term changed epoch 2
     # Switching it on for an epoch already trained would rewrite history: refused.
     with pytest.raises(ValueError, match="mode-seeking-start"):
-        main(["train", "--resume", epoch_1, "--epochs", "2", "--mode-seeking", "1",
+        main(["train", "--resume", str(tmp_path / "resumed" / "checkpoints" / "epoch_0001.pt"),
+              "--epochs", "2", "--mode-seeking", "1",
               "--out", str(tmp_path / "refused"), "--progress", "false"])  # fmt: skip
 
 
@@ -217,7 +213,7 @@ def test_classifier_with_augmentation_and_decay_resumes_bit_identically(tmp_path
     flags = ["--data", str(idx_dir), "--family", "classifier", "--classifier-arch", "vgg",
              "--augment", "--width", "0.25", "--batch-size", "64", "--checkpoint-every", "1",
              "--subset", "128", "--progress", "false"]  # fmt: skip
-    a, b = _straight_and_decay_added_on_resume(tmp_path, flags)
+    a, b = _straight_and_added_on_resume(tmp_path, flags)
     assert _states_equal(a["classifier"], b["classifier"])
     assert a["optimizer"]["param_groups"][0]["lr"] == pytest.approx(5e-4)  # 1e-3 / 2, last of 2
     plain = tmp_path / "plain"
