@@ -147,6 +147,14 @@ def test_learning_rate_decay_is_resumed_exactly_and_may_be_added_on_resume(tmp_p
                  "--out", str(again), "--progress", "false"]) == 0  # fmt: skip
     d = load_checkpoint(again / "checkpoints" / "last.pt").raw
     assert _states_equal(a["generator"], d["generator"])
+    # A course lengthened after its decay ran would change the rates epochs 2 and 3 were trained
+    # at (the last at lr/2 of three epochs): refused up front, nothing written.
+    refused = tmp_path / "refused"
+    for changed in (["--epochs", "4"], ["--epochs", "5", "--lr-decay-start", "3"]):
+        with pytest.raises(ValueError, match="learning rates of the 3 epochs trained"):
+            main(["train", "--resume", str(again / "checkpoints" / "last.pt"), *changed,
+                  "--out", str(refused), "--progress", "false"])  # fmt: skip
+    assert not refused.exists()
 
 
 def test_mode_seeking_term_pushes_pairs_apart_in_proportion_to_their_latents():

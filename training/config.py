@@ -112,7 +112,8 @@ class TrainConfig:
         default=0,
         metadata={
             "help": "from this epoch on the learning rates fall linearly, to lr/N in the last "
-            "of the N epochs left (0 = constant); may be set on --resume"
+            "of the N epochs left (0 = constant); may be set on --resume where it leaves the rates of "
+            "the epochs trained as they were"
         },
     )
     augment: bool = field(
@@ -169,6 +170,16 @@ class TrainConfig:
         },
     )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def lr_factor_at(self, epoch: int) -> float:
+        """The share of the base learning rate while training epoch ``epoch + 1``: 1, then from
+        ``lr_decay_start`` a straight line down to 1/N in the last of those N epochs (the last
+        steps settle the weights, as in pix2pix's schedule). A function of the epoch alone, so a
+        resumed run takes the same steps."""
+        start, end = self.lr_decay_start, self.epochs
+        if not start or epoch < start:
+            return 1.0
+        return (end - epoch) / (end - start)
 
     def mode_seeking_at(self, epoch: int) -> float:
         """The mode-seeking term's weight while training epoch ``epoch + 1``: a function of the

@@ -190,14 +190,8 @@ class _Trainer:
         return self.cfg.lr
 
     def learning_rate(self, epoch: int) -> float:
-        """The learning rate while training epoch ``epoch + 1``: ``base_lr``, then from
-        ``lr_decay_start`` a straight line down to base_lr/N in the last of those N epochs (the
-        last steps settle the weights, as in pix2pix's schedule). A function of the epoch alone,
-        so a resumed run takes the same steps."""
-        start, end = self.cfg.lr_decay_start, self.cfg.epochs
-        if not start or epoch < start:
-            return self.base_lr
-        return self.base_lr * (end - epoch) / (end - start)
+        """The learning rate while training epoch ``epoch + 1`` (``TrainConfig.lr_factor_at``)."""
+        return self.base_lr * self.cfg.lr_factor_at(epoch)
 
     @staticmethod
     def _set_lr(lr: float, *optimizers: torch.optim.Optimizer) -> None:
