@@ -9,6 +9,7 @@ from ganserve.training.metrics import (
     feature_statistics,
     frechet_distance,
     independent_classifier_test,
+    recognised_diversity,
 )
 
 
@@ -75,3 +76,22 @@ def test_class_hits_give_each_class_its_consistency_and_its_main_confusion():
     assert (hits[1].share, hits[1].mistaken_for, hits[1].mistaken_share) == (0.75, 0, 0.25)
     assert (hits[2].share, hits[2].mistaken_for, hits[2].mistaken_share) == (1.0, None, 0.0)
     assert hits[3] is None  # no image of that class
+
+
+def test_recognised_diversity_is_the_variety_left_in_what_the_classifier_gets_right():
+    rng = np.random.default_rng(0)
+    # Class 0 comes in two far-apart kinds and the classifier knows only one (it takes the other
+    # for class 1); class 1 is one kind, all recognised.
+    near, far, ones = (rng.normal(c, 1.0, size=(400, 2)) for c in ((0, 0), (20, 0), (0, 40)))
+    features = np.concatenate([near, far, ones])
+    labels = np.array([0] * 800 + [1] * 400)
+    predicted = np.array([0] * 400 + [1] * 400 + [1] * 400)
+    order = rng.permutation(len(labels))
+    recognised, halves = recognised_diversity(
+        features[order], labels[order], predicted[order], num_classes=2
+    )
+    assert recognised.per_class[0] < 0.2  # one kind of two: little of the class's variety
+    assert recognised.per_class[1] == pytest.approx(1.0, abs=0.1)
+    assert recognised.minimum == recognised.per_class[0]
+    for k in (0, 1):  # two halves of the same data differ by sampling noise alone
+        assert halves.per_class[k] == pytest.approx(1.0, abs=0.1)

@@ -249,6 +249,16 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path, idx_dir):
 def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys, monkeypatch):
     classifier = train(tmp_path / "cls", idx_dir, "--family", "classifier", "--epochs", "3")
     assert load_checkpoint(classifier).metrics["test_accuracy"] > 0.5  # the bars are easy to learn
+    # A classifier's report says per class what a generator judged by it can reach.
+    judged = tmp_path / "classifier.json"
+    assert main(["evaluate", str(classifier), "--out", str(judged)]) == 0
+    own = json.loads(judged.read_text())
+    rows = own["per_class"]
+    assert len(rows) == 10 and own["test_accuracy"] > 0.5
+    assert own["recognised_diversity_min"] == min(
+        r["recognised_diversity"] or 0 for r in rows.values()
+    )
+    assert all(0 <= r["accuracy"] <= 1 and r["real_halves_diversity"] > 0 for r in rows.values())
     gan = train(tmp_path / "gan", idx_dir, "--family", "dcgan", "--conditional", "true", "--latent-dim", "3",
                 "--weak-ic-every", "0", "--epochs", "2", "--checkpoint-every", "1",
                 "--ema-decay", "0.9")  # fmt: skip

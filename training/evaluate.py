@@ -29,6 +29,7 @@ from .metrics import (
     frechet_distance,
     generate_samples,
     independent_classifier_test,
+    recognised_diversity,
     within_class_diversity,
 )
 from .models import Classifier
@@ -184,11 +185,32 @@ def evaluate_gan(
 
 @torch.no_grad()
 def evaluate_classifier(ckpt: LoadedCheckpoint, splits: DataSplits) -> dict[str, Any]:
+    """Test accuracy, and per class what it means for a generator judged by this classifier: its
+    accuracy (the ceiling of class consistency), the class it most often takes the images for, and
+    the variety of the images it recognises (the diversity a generator could keep at full
+    consistency; beside it, two halves of all real images, the sampling noise)."""
     classifier = ckpt.classifier().to(single_process_device())
-    _, probs = classifier_outputs(classifier, splits.test.scaled())
+    features, probs = classifier_outputs(classifier, splits.test.scaled())
+    labels = splits.test.labels.numpy()
+    names = tuple(ckpt.data_info.class_names)
+    hits = class_hits(probs, labels, len(names))
+    recognised, halves = recognised_diversity(features, labels, probs.argmax(axis=1), len(names))
+    per_class = {
+        name: {
+            "accuracy": hits[k].share,
+            "mistaken_for": None if hits[k].mistaken_for is None else names[hits[k].mistaken_for],
+            "mistaken_share": hits[k].mistaken_share,
+            "recognised_diversity": recognised.per_class[k],
+            "real_halves_diversity": halves.per_class[k],
+        }
+        for k, name in enumerate(names)
+        if hits[k] is not None
+    }
     return {
         "epoch": ckpt.epoch,
-        "test_accuracy": class_consistency(probs, splits.test.labels.numpy()),
+        "test_accuracy": class_consistency(probs, labels),
+        "recognised_diversity_min": recognised.minimum,
+        "per_class": per_class,
     }
 
 

@@ -270,3 +270,24 @@ def within_class_diversity(
             continue
         per_class[k] = mean_pairwise_distance(f) / max(mean_pairwise_distance(r), 1e-12)
     return Diversity(per_class)
+
+
+def recognised_diversity(
+    features: np.ndarray, labels: np.ndarray, predicted: np.ndarray, num_classes: int
+) -> tuple[Diversity, Diversity]:
+    """What a generator whose every sample the classifier recognises could keep of a class's
+    variety, and the yardstick beside it: per class, the diversity of the real images of the first
+    half that the classifier gets right against all real images of the second half, and of all of
+    the first half against the second (sampling noise alone: near 1). Halves, so that no image is
+    compared with itself."""
+    features, labels, predicted = np.asarray(features), np.asarray(labels), np.asarray(predicted)
+    half = len(labels) // 2
+    first, first_labels = features[:half], labels[:half]
+    second, second_labels = features[half:], labels[half:]
+    right = predicted[:half] == first_labels
+    return (
+        within_class_diversity(
+            first[right], first_labels[right], second, second_labels, num_classes
+        ),
+        within_class_diversity(first, first_labels, second, second_labels, num_classes),
+    )
