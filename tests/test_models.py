@@ -131,6 +131,40 @@ def test_conditional_discriminator_hears_the_label_at_initialisation(family, con
 
 
 @pytest.mark.parametrize("family", [Family.DCGAN, Family.MLP, Family.DCGAN_RGB])
+def test_spectral_norm_holds_every_discriminator_layer_at_one_and_keeps_the_label(family):
+    torch.manual_seed(0)
+    size, channels = (32, 3) if family is Family.DCGAN_RGB else (28, 1)
+    cfg = ModelConfig(family=family, conditional=True, latent_dim=4, width=0.5, image_size=size,
+                      channels=channels, d_conditioning=DConditioning.PROJECTION,
+                      d_spectral_norm=True)  # fmt: skip
+    _, d = build_gan(cfg)
+    _, plain = build_gan(dataclasses.replace(cfg, d_spectral_norm=False))
+    layers = [m for m in d.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert layers and all(hasattr(m, "parametrizations") for m in layers)
+    assert not any(hasattr(m, "parametrizations") for m in plain.modules())
+    assert count_parameters(d) == count_parameters(plain)  # a constraint, not a new weight
+
+    def largest_singular_values(net):
+        return [
+            float(torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2))
+            for m in net.modules()
+            if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+        ]
+
+    images = torch.rand(32, channels, size, size) * 2 - 1
+    labels = torch.arange(32) % 10
+    d.train()
+    for _ in range(30):  # each training pass takes one power-iteration step
+        d(images, labels)
+    assert largest_singular_values(d) == pytest.approx([1.0] * len(layers), abs=0.02)
+    assert min(largest_singular_values(plain)) < 0.8  # N(0, 0.02) leaves them anywhere (0.2–1.2)
+    d.eval()
+    with torch.no_grad():  # the label still moves the logit: the embedding is normalised too
+        logits = torch.stack([d(images, torch.full((32,), k)) for k in range(10)])
+    assert logits.std(dim=0).mean() > 0.1 * logits.std(dim=1).mean()
+
+
+@pytest.mark.parametrize("family", [Family.DCGAN, Family.MLP, Family.DCGAN_RGB])
 def test_projection_discriminator_reads_the_image_alone_and_adds_the_label_at_its_end(family):
     size, channels = (32, 3) if family is Family.DCGAN_RGB else (28, 1)
     cfg = ModelConfig(family=family, conditional=True, latent_dim=4, width=0.25, image_size=size,

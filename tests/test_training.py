@@ -21,6 +21,9 @@ def train(out, data, *extra):
     return out / "checkpoints" / "last.pt"
 
 
+PROJECTION = ["--family", "dcgan", "--conditional", "true", "--d-conditioning", "projection"]
+
+
 @pytest.mark.parametrize(
     "flags",
     [
@@ -28,9 +31,17 @@ def train(out, data, *extra):
         ["--family", "mlp", "--conditional", "true", "--latent-dim", "4"],
         ["--family", "dcgan", "--latent-dim", "2", "--activation", "prelu", "--loss", "hinge"],
         ["--family", "dcgan", "--conditional", "true", "--latent-dim", "3", "--ema-decay", "0.99"],
-        ["--family", "dcgan", "--conditional", "true", "--d-conditioning", "projection"],
+        PROJECTION,
+        [*PROJECTION, "--d-spectral-norm", "true", "--loss", "hinge"],
     ],
-    ids=["mlp", "mlp-conditional", "dcgan-2d-hinge", "dcgan-conditional-ema", "dcgan-projection"],
+    ids=[
+        "mlp",
+        "mlp-conditional",
+        "dcgan-2d-hinge",
+        "dcgan-conditional-ema",
+        "dcgan-projection",
+        "dcgan-projection-sn-hinge",
+    ],
 )
 def test_one_epoch_of_each_family_on_idx_data(tmp_path, idx_dir, flags):
     ckpt_path = train(tmp_path, idx_dir, *flags, "--weak-ic-every", "0")
@@ -64,8 +75,13 @@ def _states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_resume_continues_bit_identically(tmp_path, idx_dir):
-    flags = ["--data", str(idx_dir), "--family", "dcgan", "--conditional", "true", "--latent-dim", "3",
+@pytest.mark.parametrize(
+    "d_flags",
+    [[], ["--d-conditioning", "projection", "--d-spectral-norm", "true"]],
+    ids=["concat", "projection-spectral-norm"],  # the power iteration's vectors resume too
+)
+def test_resume_continues_bit_identically(tmp_path, idx_dir, d_flags):
+    flags = [*d_flags, "--data", str(idx_dir), "--family", "dcgan", "--conditional", "true", "--latent-dim", "3",
              "--width", "0.25", "--batch-size", "64", "--ema-decay", "0.9", "--checkpoint-every", "1",
              "--weak-ic-every", "1", "--subset", "128", "--progress", "false"]  # fmt: skip
     straight = tmp_path / "straight"

@@ -76,6 +76,13 @@ class ModelConfig:
             "(class embedding · last features, added to the logit; Miyato & Koyama 2018)"
         },
     )
+    d_spectral_norm: bool = field(
+        default=False,
+        metadata={
+            "help": "spectral normalisation of every D layer (Miyato et al. 2018, the projection "
+            "D's pairing in Miyato & Koyama): D's Lipschitz constant held near 1"
+        },
+    )
     classifier_arch: ClassifierArch = field(
         default=ClassifierArch.SMALL, metadata={"help": "classifier family: small or vgg"}
     )

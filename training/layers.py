@@ -70,3 +70,13 @@ def init_gan_weights(module: nn.Module) -> None:
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+def apply_spectral_norm(module: nn.Module) -> None:
+    """Spectral normalisation (Miyato et al. 2018) of every convolution and linear layer: each
+    weight divided by its largest singular value, estimated by one power-iteration step per
+    training forward pass, so the network's Lipschitz constant stays near 1. The iteration's
+    vectors are buffers: they travel in the state dict, and a resumed run goes on exactly."""
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.utils.parametrizations.spectral_norm(m)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .config import ClassifierArch, DConditioning, Family, ModelConfig
-from .layers import NamedBlocks, Reshape, init_gan_weights, make_activation
+from .layers import NamedBlocks, Reshape, apply_spectral_norm, init_gan_weights, make_activation
 
 # Study A used LeakyReLU 0.3 in its DCGAN; study B used 0.2 in its MLP GAN and DCGAN-style nets.
 DEFAULT_SLOPE = {Family.DCGAN: 0.3, Family.MLP: 0.2, Family.DCGAN_RGB: 0.2}
@@ -393,6 +393,8 @@ def build_gan(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
     discriminator = Discriminator(cfg, d_body, flat_input=cfg.family is Family.MLP)
     init_gan_weights(generator)
     init_gan_weights(discriminator)
+    if cfg.d_spectral_norm:
+        apply_spectral_norm(discriminator)
     return generator, discriminator
 
 
