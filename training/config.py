@@ -119,8 +119,8 @@ class TrainConfig:
         default=0,
         metadata={
             "help": "from this epoch on the learning rates fall linearly, to lr/N in the last "
-            "of the N epochs left (0 = constant); may be set on --resume where it leaves the rates of "
-            "the epochs trained as they were"
+            "of the N epochs left (0 = constant); may be set on --resume where it leaves the "
+            "rates of the epochs trained as they were"
         },
     )
     augment: bool = field(
