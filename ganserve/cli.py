@@ -90,13 +90,17 @@ def _saved_train_overrides(saved, args: argparse.Namespace) -> dict:
 def _check_trained_epochs_unchanged(saved, changed, epochs_trained: int) -> None:
     """A setting changed on resume must not rewrite the epochs already trained, or the run would
     be neither what its checkpoint says nor what a straight run gives."""
-    trained = range(epochs_trained)
-    if any(changed.mode_seeking_at(e) != saved.mode_seeking_at(e) for e in trained):
+    from ganserve.training.config import TrainConfig
+
+    def rewrites(schedule: Callable[[TrainConfig, int], float]) -> bool:
+        return any(schedule(changed, e) != schedule(saved, e) for e in range(epochs_trained))
+
+    if rewrites(TrainConfig.mode_seeking_at):
         raise ValueError(
             f"--mode-seeking-start must not lie before the resumed epoch ({epochs_trained}): the "
             "epochs trained had another mode-seeking weight"
         )
-    if any(changed.lr_factor_at(e) != saved.lr_factor_at(e) for e in trained):
+    if rewrites(TrainConfig.lr_factor_at):
         raise ValueError(
             f"--lr-decay-start and --epochs must leave the learning rates of the {epochs_trained} "
             f"epochs trained as they were (saved: decay from epoch {saved.lr_decay_start} of "

@@ -140,10 +140,15 @@ def _per_class_consistency(
         rows[name] = {
             "generated": hits.share,
             "classifier_on_real": ceiling.share if ceiling else None,
-            "mistaken_for": None if hits.mistaken_for is None else names[hits.mistaken_for],
-            "mistaken_share": hits.mistaken_share,
+            **_confusion(hits, names),
         }
     return rows
+
+
+def _confusion(hits: ClassHits, names: tuple[str, ...]) -> dict[str, Any]:
+    """The class a class's images are most often taken for, by name, and how often."""
+    mistaken_for = None if hits.mistaken_for is None else names[hits.mistaken_for]
+    return {"mistaken_for": mistaken_for, "mistaken_share": hits.mistaken_share}
 
 
 def evaluate_gan(
@@ -198,8 +203,7 @@ def evaluate_classifier(ckpt: LoadedCheckpoint, splits: DataSplits) -> dict[str,
     per_class = {
         name: {
             "accuracy": hits[k].share,
-            "mistaken_for": None if hits[k].mistaken_for is None else names[hits[k].mistaken_for],
-            "mistaken_share": hits[k].mistaken_share,
+            **_confusion(hits[k], names),
             "recognised_diversity": recognised.per_class[k],
             "real_halves_diversity": halves.per_class[k],
         }

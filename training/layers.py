@@ -78,5 +78,5 @@ def apply_spectral_norm(module: nn.Module) -> None:
     training forward pass, so the network's Lipschitz constant stays near 1. The iteration's
     vectors are buffers: they travel in the state dict, and a resumed run goes on exactly."""
     for m in list(module.modules()):
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.utils.parametrizations.spectral_norm(m)
