@@ -34,9 +34,10 @@ def test_the_repository_holds_the_three_models_and_the_ensemble_small_enough_for
     names = {p.parent.name for p in REPO.glob("*/config.pbtxt")}
     assert names == {*SHIPPED, *ENSEMBLES}
     total = sum(p.stat().st_size for p in REPO.rglob("*") if p.is_file())
-    # 16 MiB: the 3-D and 4-D generators have the studies' width (4.3 MB each in ONNX); what
-    # this guards against is a model an order of magnitude larger slipping into git.
-    assert total < 16 * 1024 * 1024, f"{total:,} bytes"
+    # 24 MiB: the conditional generator (9.7 MB in ONNX) and the 3-D and 4-D generators (4.3 MB
+    # each) have the studies' width; what this guards against is a model an order of magnitude
+    # larger slipping into git.
+    assert total < 24 * 1024 * 1024, f"{total:,} bytes"
 
 
 def test_shipped_models_describe_themselves_and_carry_their_evaluation():
