@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ganserve.training.config import ClassifierArch, DConditioning, Family, ModelConfig
-from ganserve.training.layers import ACTIVATIONS
+from ganserve.training.layers import ACTIVATIONS, MinibatchStdDev
 from ganserve.training.models import build_classifier, build_gan, count_parameters
 
 
@@ -196,3 +196,49 @@ def test_soft_labels_blend_what_integer_labels_give():
     torch.testing.assert_close(d(g(z, labels), one_hot), d(g(z, labels), labels))
     with pytest.raises(ValueError, match=r"\[N, 10\]"):
         g(z, torch.ones(3, 4))
+
+
+@pytest.mark.parametrize("family", [Family.DCGAN, Family.DCGAN_RGB])
+def test_minibatch_std_lets_the_discriminator_see_a_batch_without_variety(family):
+    torch.manual_seed(0)
+    size, channels = (32, 3) if family is Family.DCGAN_RGB else (28, 1)
+    cfg = ModelConfig(family=family, conditional=True, latent_dim=4, width=0.5, image_size=size,
+                      channels=channels, d_conditioning=DConditioning.PROJECTION,
+                      d_minibatch_std=4)  # fmt: skip
+    _, d = build_gan(cfg)
+    _, plain = build_gan(dataclasses.replace(cfg, d_minibatch_std=0))
+    assert d.body.layer_names[-2:] == ["minibatch_std", "logit"]
+    d.eval(), plain.eval()
+    image = torch.rand(1, channels, size, size) * 2 - 1
+    varied = torch.cat([image, torch.rand(7, channels, size, size) * 2 - 1])
+    alike = image.expand(8, -1, -1, -1)
+    labels = torch.zeros(8, dtype=torch.long)
+    with torch.no_grad():
+        # The feature map reaches the logit: weight it 1 there (it starts at N(0, 0.02) like
+        # every weight, so its share is small but trainable).
+        std_map = d.body.forward_all(varied)[-2][:, -1]
+        d.body.blocks["logit"][-1].weight[0, -std_map[0].numel() :] = 1.0
+        # The same image with the same label scores otherwise among copies of itself...
+        gap = float(d(varied, labels)[0] - d(alike, labels)[0])
+        copies_map = d.body.forward_all(alike)[-2][:, -1]  # sqrt(1e-8): no spread at all
+        assert float(std_map[0].min()) > 10 * float(copies_map.max())
+        assert gap == pytest.approx(float(std_map[0].sum() - copies_map[0].sum()), rel=0.02)
+        # ...which a D without the feature cannot tell.
+        torch.testing.assert_close(plain(varied, labels)[0], plain(alike, labels)[0])
+
+
+def test_minibatch_std_feature_is_each_groups_spread_and_zero_for_copies():
+    layer = MinibatchStdDev(4)
+    copies = torch.rand(1, 2, 3, 3).expand(8, -1, -1, -1)
+    assert layer(copies)[:, -1].abs().max() < 1e-3
+    assert layer(copies).shape == (8, 3, 3, 3) and torch.equal(layer(copies)[:, :2], copies)
+    # 6 images, groups of 4 impossible: groups of 3, strided (images 0, 2, 4 and 1, 3, 5).
+    x = torch.tensor([0.0, 0.0, 0.0, 1.0, 5.0, 9.0]).view(6, 1, 1, 1)
+    spread = layer(x)[:, -1, 0, 0]
+    first, second = torch.tensor([0.0, 0.0, 5.0]).std(unbiased=False), torch.tensor([0.0, 1.0, 9.0]).std(unbiased=False)  # fmt: skip
+    torch.testing.assert_close(spread, torch.stack([first, second] * 3), atol=1e-4, rtol=0)
+    assert layer(torch.rand(1, 2, 3, 3)).shape == (1, 3, 3, 3)  # a lone image: a group of one
+    with pytest.raises(ValueError, match="groups of 2"):
+        MinibatchStdDev(1)
+    with pytest.raises(ValueError, match="conv discriminators"):
+        build_gan(ModelConfig(family=Family.MLP, latent_dim=2, d_minibatch_std=4))

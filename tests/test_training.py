@@ -33,6 +33,7 @@ PROJECTION = ["--family", "dcgan", "--conditional", "true", "--d-conditioning", 
         ["--family", "dcgan", "--conditional", "true", "--latent-dim", "3", "--ema-decay", "0.99"],
         PROJECTION,
         [*PROJECTION, "--d-spectral-norm", "true", "--loss", "hinge"],
+        [*PROJECTION, "--d-minibatch-std", "4"],
     ],
     ids=[
         "mlp",
@@ -41,6 +42,7 @@ PROJECTION = ["--family", "dcgan", "--conditional", "true", "--d-conditioning", 
         "dcgan-conditional-ema",
         "dcgan-projection",
         "dcgan-projection-sn-hinge",
+        "dcgan-projection-minibatch-std",
     ],
 )
 def test_one_epoch_of_each_family_on_idx_data(tmp_path, idx_dir, flags):

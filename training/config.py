@@ -83,6 +83,13 @@ class ModelConfig:
             "D's pairing in Miyato & Koyama): D's Lipschitz constant held near 1"
         },
     )
+    d_minibatch_std: int = field(
+        default=0,
+        metadata={
+            "help": "conv D: group size of a minibatch standard deviation feature map before the "
+            "logit (Karras et al. 2018; 0 = off, 4 = theirs): D sees each group's variety"
+        },
+    )
     classifier_arch: ClassifierArch = field(
         default=ClassifierArch.SMALL, metadata={"help": "classifier family: small or vgg"}
     )

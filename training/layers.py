@@ -60,6 +60,31 @@ class Reshape(nn.Module):
         return x.reshape(x.shape[0], *self.shape)
 
 
+class MinibatchStdDev(nn.Module):
+    """Appends one feature map: the standard deviation of every feature across a group of the
+    batch's images, averaged (Karras et al. 2018, "minibatch standard deviation"). A batch whose
+    images are alike scores near 0 there, so D can tell a low-variety batch of fakes from real
+    images, and G gains a gradient towards variety. Groups are ``group_size`` images (the largest
+    divisor of the batch size not above it), strided through the batch; each image gets its
+    group's value. No weights."""
+
+    def __init__(self, group_size: int):
+        super().__init__()
+        if group_size < 2:
+            raise ValueError(
+                f"a minibatch standard deviation needs groups of 2 or more, got {group_size}"
+            )
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = x.shape
+        group = next(g for g in range(min(self.group_size, n), 0, -1) if n % g == 0)
+        members = x.reshape(group, n // group, *x.shape[1:])  # members[g, m] = x[g * M + m]
+        std = torch.sqrt(members.var(dim=0, unbiased=False) + 1e-8)  # [M, C, H, W]
+        per_image = std.mean(dim=(1, 2, 3)).repeat(group)  # x[i] belongs to group member i % M
+        return torch.cat([x, per_image.view(n, 1, 1, 1).expand(n, 1, height, width)], dim=1)
+
+
 def init_gan_weights(module: nn.Module) -> None:
     """DCGAN initialisation: N(0, 0.02) weights, BN scale N(1, 0.02), zero biases."""
     for m in module.modules():

@@ -12,7 +12,14 @@ import torch
 from torch import nn
 
 from .config import ClassifierArch, DConditioning, Family, ModelConfig
-from .layers import NamedBlocks, Reshape, apply_spectral_norm, init_gan_weights, make_activation
+from .layers import (
+    MinibatchStdDev,
+    NamedBlocks,
+    Reshape,
+    apply_spectral_norm,
+    init_gan_weights,
+    make_activation,
+)
 
 # Study A used LeakyReLU 0.3 in its DCGAN; study B used 0.2 in its MLP GAN and DCGAN-style nets.
 DEFAULT_SLOPE = {Family.DCGAN: 0.3, Family.MLP: 0.2, Family.DCGAN_RGB: 0.2}
@@ -214,11 +221,22 @@ def _d_label_dim(cfg: ModelConfig) -> int:
     return 0 if cfg.d_conditioning is DConditioning.PROJECTION else _label_dim(cfg)
 
 
+def _std_maps(cfg: ModelConfig) -> int:
+    """Feature maps the minibatch standard deviation adds before D's logit (0 or 1)."""
+    return 1 if cfg.d_minibatch_std else 0
+
+
+def _minibatch_std_block(cfg: ModelConfig) -> list[tuple[str, nn.Module]]:
+    return [("minibatch_std", MinibatchStdDev(cfg.d_minibatch_std))] if cfg.d_minibatch_std else []
+
+
 def _generator_input_dim(cfg: ModelConfig) -> int:
     return cfg.latent_dim + _label_dim(cfg)
 
 
 def _mlp_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
+    if cfg.d_minibatch_std:
+        raise ValueError("--d-minibatch-std is for the conv discriminators (dcgan, dcgan-rgb)")
     pixels = cfg.channels * cfg.image_size * cfg.image_size
     g_units = [_scaled(u, cfg.width) for u in (256, 512, 1024)]
     g_blocks: list[tuple[str, nn.Module]] = []
@@ -321,7 +339,8 @@ def _dcgan28_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
                     nn.Conv2d(d1, d2, 5, 2, 2), nn.LeakyReLU(slope), nn.Dropout(cfg.dropout)
                 ),
             ),
-            ("logit", nn.Sequential(nn.Flatten(), nn.Linear(d2 * 7 * 7, 1))),
+            *_minibatch_std_block(cfg),
+            ("logit", nn.Sequential(nn.Flatten(), nn.Linear((d2 + _std_maps(cfg)) * 7 * 7, 1))),
         ]
     )
     return g, d
@@ -373,6 +392,8 @@ def _dcgan_rgb_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
             )
         )
         previous = out
+    d_blocks.extend(_minibatch_std_block(cfg))
+    previous += _std_maps(cfg)
     d_blocks.append(
         ("logit", nn.Sequential(nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(previous * 16, 1)))
     )
