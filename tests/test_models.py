@@ -208,7 +208,8 @@ def test_minibatch_std_lets_the_discriminator_see_a_batch_without_variety(family
     _, d = build_gan(cfg)
     _, plain = build_gan(dataclasses.replace(cfg, d_minibatch_std=0))
     assert d.body.layer_names[-2:] == ["minibatch_std", "logit"]
-    d.eval(), plain.eval()
+    d.eval()
+    plain.eval()
     image = torch.rand(1, channels, size, size) * 2 - 1
     varied = torch.cat([image, torch.rand(7, channels, size, size) * 2 - 1])
     alike = image.expand(8, -1, -1, -1)
