@@ -236,7 +236,9 @@ def test_minibatch_std_feature_is_each_groups_spread_and_zero_for_copies():
     # 6 images, groups of 4 impossible: groups of 3, strided (images 0, 2, 4 and 1, 3, 5).
     x = torch.tensor([0.0, 0.0, 0.0, 1.0, 5.0, 9.0]).view(6, 1, 1, 1)
     spread = layer(x)[:, -1, 0, 0]
-    first, second = torch.tensor([0.0, 0.0, 5.0]).std(unbiased=False), torch.tensor([0.0, 1.0, 9.0]).std(unbiased=False)  # fmt: skip
+    first, second = (
+        torch.tensor(g).std(unbiased=False) for g in ([0.0, 0.0, 5.0], [0.0, 1.0, 9.0])
+    )
     torch.testing.assert_close(spread, torch.stack([first, second] * 3), atol=1e-4, rtol=0)
     assert layer(torch.rand(1, 2, 3, 3)).shape == (1, 3, 3, 3)  # a lone image: a group of one
     with pytest.raises(ValueError, match="groups of 2"):
