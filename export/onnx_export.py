@@ -58,12 +58,13 @@ class _ExportedGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, *rest: torch.Tensor):
         if self.generator.conditional:
-            x, scales = self.generator._input(z, rest[0]), rest[1:]
+            (x, code), scales = self.generator.body_inputs(z, rest[0]), rest[1:]
         else:
-            x, scales = z, rest
+            x, code, scales = z, None, rest
         outputs = []
-        for i, block in enumerate(self.generator.body.blocks.values()):
-            x = block(x)
+        body = self.generator.body
+        for i, block in enumerate(body.blocks.values()):
+            x = body.run_block(block, x, code)
             if i < len(scales):
                 scale = scales[i]
                 x = x * (scale[:, :, None, None] if x.dim() == 4 else scale)

@@ -82,12 +82,16 @@ TINY = [
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory, idx_dir) -> dict[str, Path]:
-    """One-epoch checkpoints: a conditional generator, a 2-D latent generator and a classifier."""
+    """One-epoch checkpoints: conditional generators (label at the input, label in the batch norms),
+    a 2-D latent generator and a classifier."""
     from ganserve.cli import main
 
     root = tmp_path_factory.mktemp("checkpoints")
+    conditional_6d = ["--family", "dcgan", "--conditional", "true", "--latent-dim", "6"]
     runs = {
-        "cgan": ["--family", "dcgan", "--conditional", "true", "--latent-dim", "6"],
+        "cgan": conditional_6d,
+        # The label in every batch norm instead of at the input (exported and steered the same way).
+        "cgan-cbn": [*conditional_6d, "--g-conditioning", "batchnorm"],
         "gen2d": ["--family", "dcgan", "--latent-dim", "2"],
         "classifier": ["--family", "classifier", "--epochs", "2"],
     }

@@ -3,8 +3,14 @@ import dataclasses
 import pytest
 import torch
 
-from ganserve.training.config import ClassifierArch, DConditioning, Family, ModelConfig
-from ganserve.training.layers import ACTIVATIONS, MinibatchStdDev
+from ganserve.training.config import (
+    ClassifierArch,
+    DConditioning,
+    Family,
+    GConditioning,
+    ModelConfig,
+)
+from ganserve.training.layers import ACTIVATIONS, ClassConditionalBatchNorm, MinibatchStdDev
 from ganserve.training.models import build_classifier, build_gan, count_parameters
 
 
@@ -185,8 +191,11 @@ def test_projection_discriminator_reads_the_image_alone_and_adds_the_label_at_it
     assert torch.equal(moved[labels != 2], plain[labels != 2]) and (moved[2] != plain[2])
 
 
-def test_soft_labels_blend_what_integer_labels_give():
-    g, d = build_gan(ModelConfig(family=Family.DCGAN, conditional=True, latent_dim=4, width=0.25))
+@pytest.mark.parametrize("g_conditioning", list(GConditioning))
+def test_soft_labels_blend_what_integer_labels_give(g_conditioning):
+    cfg = ModelConfig(family=Family.DCGAN, conditional=True, latent_dim=4, width=0.25,
+                      g_conditioning=g_conditioning)  # fmt: skip
+    g, d = build_gan(cfg)
     g.eval()
     d.eval()
     z = torch.rand(3, 4) * 2 - 1
@@ -245,3 +254,67 @@ def test_minibatch_std_feature_is_each_groups_spread_and_zero_for_copies():
         MinibatchStdDev(1)
     with pytest.raises(ValueError, match="conv discriminators"):
         build_gan(ModelConfig(family=Family.MLP, latent_dim=2, d_minibatch_std=4))
+
+
+@pytest.mark.parametrize(
+    ("family", "size", "channels"),
+    [(Family.DCGAN, 28, 1), (Family.MLP, 28, 1), (Family.DCGAN_RGB, 32, 3)],
+)
+def test_batchnorm_conditioning_gives_each_class_its_own_gain_and_shift_in_every_layer(
+    family, size, channels
+):
+    torch.manual_seed(0)
+    cfg = ModelConfig(family=family, conditional=True, latent_dim=8, width=0.25, image_size=size,
+                      channels=channels, g_conditioning=GConditioning.BATCHNORM)  # fmt: skip
+    g, _ = build_gan(cfg)
+    plain_input, _ = build_gan(dataclasses.replace(cfg, g_conditioning=GConditioning.INPUT))
+    unconditional, _ = build_gan(dataclasses.replace(cfg, conditional=False))
+    norms = [m for m in g.modules() if isinstance(m, ClassConditionalBatchNorm)]
+    plain_norms = [m for m in unconditional.modules() if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d)]  # fmt: skip
+    # Every batch norm of the unconditional G, and only those, became class-conditional; the
+    # first layer reads z alone (the input-conditioned G reads z and the one-hot code).
+    assert len(norms) == len(plain_norms) == len(g.layer_names) - 1
+    first = next(m for m in g.modules() if isinstance(m, torch.nn.Linear))
+    first_input = next(m for m in plain_input.modules() if isinstance(m, torch.nn.Linear))
+    assert (first.in_features, first_input.in_features) == (8, 8 + 10)
+    # Its weights: the unconditional G's, less the shared affine pair, plus one pair per class.
+    channels_normed = sum(m.num_features for m in plain_norms)
+    assert count_parameters(g) == count_parameters(unconditional) + 2 * channels_normed * (10 - 1)
+    # At initialisation each class's gain is ~1 and shift 0: the plain batch norm it replaced.
+    assert all(
+        float((m.gains.detach() - 1).abs().max()) < 0.1 and not m.shifts.any() for m in norms
+    )
+
+    z = torch.rand(16, 8) * 2 - 1
+    labels = torch.arange(16) % 10
+    g.eval()
+    with torch.no_grad():
+        before = g.forward_with_activations(z, labels)
+        for m in norms:  # class 3 alone gains a shift: only its images, and in every layer
+            m.shifts[3] = 0.5
+        after = g.forward_with_activations(z, labels)
+    for layer, (a, b) in enumerate(zip(before, after, strict=True)):
+        moved = (a - b).flatten(1).abs().amax(dim=1) > 1e-6
+        assert moved.tolist() == (labels == 3).tolist(), g.layer_names[layer]
+    with pytest.raises(ValueError, match="needs class labels"):
+        g(z)
+
+
+def test_class_conditional_batchnorm_blends_classes_and_normalises_with_shared_statistics():
+    norm = ClassConditionalBatchNorm(torch.nn.BatchNorm2d(3), num_classes=4)
+    with torch.no_grad():
+        norm.gains.copy_(torch.arange(12.0).view(4, 3))
+        norm.shifts.copy_(-torch.arange(12.0).view(4, 3))
+    x = torch.randn(5, 3, 2, 2) * 3 + 1
+    code = torch.tensor(
+        [[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0.5, 0.5], [0, 0, 0, 1], [1, 0, 0, 0]]
+    )
+    out = norm(x, code)
+    normalised = (x - x.mean(dim=(0, 2, 3), keepdim=True)) / torch.sqrt(
+        x.var(dim=(0, 2, 3), unbiased=False, keepdim=True) + 1e-5
+    )
+    gain, shift = code @ norm.gains, code @ norm.shifts  # row 2: the mean of classes 2 and 3
+    torch.testing.assert_close(gain[2], (norm.gains[2] + norm.gains[3]) / 2)
+    expected = normalised * gain[:, :, None, None] + shift[:, :, None, None]
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert norm.norm.running_mean.abs().sum() > 0  # the shared statistics are tracked

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ganserve.description import CLASS_WEIGHTS_INPUT, scale_input
-from ganserve.export.onnx_export import MAX_ABS_DIFF, example_inputs, read_description
+from ganserve.export.onnx_export import MAX_ABS_DIFF, example_inputs, export_onnx, read_description
 from ganserve.export.triton_repo import read_config
 from ganserve.latents import latents_from_seeds
 from ganserve.training.checkpoint import load_checkpoint
@@ -77,13 +77,23 @@ def _pytorch_edited(generator, feeds, layers):
             h.remove()
 
 
+@pytest.fixture(scope="module")
+def steerable_graphs(tiny_repo, tiny_checkpoints, tmp_path_factory):
+    """The ONNX graph of each conditional generator: the served one (label at the input) and one
+    whose label sets every batch norm's gain and shift."""
+    out = tmp_path_factory.mktemp("steerable")
+    cbn = export_onnx(tiny_checkpoints["cgan-cbn"], "cgan-cbn", out / "cgan-cbn.onnx", fp16=False)
+    return {"cgan": tiny_repo / "cgan" / "1" / "model.onnx", "cgan-cbn": cbn.path}
+
+
 @pytest.mark.parametrize("batch", [1, 64])
-def test_edited_and_blended_outputs_match_pytorch(tiny_repo, tiny_checkpoints, batch):
-    description = read_description(tiny_repo / "cgan" / "1" / "model.onnx")
+@pytest.mark.parametrize("name", ["cgan", "cgan-cbn"])
+def test_edited_and_blended_outputs_match_pytorch(steerable_graphs, tiny_checkpoints, name, batch):
+    description = read_description(steerable_graphs[name])
     feeds = example_inputs(description, batch, seed=5, steered=True)
     assert (feeds[scale_input("deconv1")] == 0).any() and (feeds[CLASS_WEIGHTS_INPUT] < 1).all()
-    expected = _pytorch_edited(load_checkpoint(tiny_checkpoints["cgan"]).generator(), feeds, EDITED)
-    session = _session(tiny_repo, "cgan")
+    expected = _pytorch_edited(load_checkpoint(tiny_checkpoints[name]).generator(), feeds, EDITED)
+    session = ort.InferenceSession(str(steerable_graphs[name]), providers=["CPUExecutionProvider"])
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
     for layer, value in zip(description.layer_names, expected, strict=True):
         np.testing.assert_allclose(got[layer], value.numpy(), atol=MAX_ABS_DIFF, rtol=0)

@@ -34,6 +34,7 @@ PROJECTION = ["--family", "dcgan", "--conditional", "true", "--d-conditioning", 
         PROJECTION,
         [*PROJECTION, "--d-spectral-norm", "true", "--loss", "hinge"],
         [*PROJECTION, "--d-minibatch-std", "4"],
+        [*PROJECTION, "--g-conditioning", "batchnorm", "--ema-decay", "0.99"],
     ],
     ids=[
         "mlp",
@@ -43,6 +44,7 @@ PROJECTION = ["--family", "dcgan", "--conditional", "true", "--d-conditioning", 
         "dcgan-projection",
         "dcgan-projection-sn-hinge",
         "dcgan-projection-minibatch-std",
+        "dcgan-projection-conditional-batchnorm-ema",
     ],
 )
 def test_one_epoch_of_each_family_on_idx_data(tmp_path, idx_dir, flags):

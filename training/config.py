@@ -33,6 +33,13 @@ class DConditioning(str, Enum):
     PROJECTION = "projection"  # a class embedding · D's last features (Miyato & Koyama)
 
 
+class GConditioning(str, Enum):
+    """How a conditional generator takes the class label."""
+
+    INPUT = "input"  # the one-hot code joined to z, read by the first layer only
+    BATCHNORM = "batchnorm"  # every batch norm's gain and shift chosen by the class; z alone in
+
+
 class Loss(str, Enum):
     NONSATURATING = "nonsaturating"
     HINGE = "hinge"
@@ -69,6 +76,13 @@ class ModelConfig:
         },
     )
     dropout: float = field(default=0.3, metadata={"help": "discriminator (and classifier) dropout"})
+    g_conditioning: GConditioning = field(
+        default=GConditioning.INPUT,
+        metadata={
+            "help": "conditional G: input (one-hot joined to z) or batchnorm (class-conditional "
+            "batch norm in every layer, z alone at the input; Miyato & Koyama's G, BigGAN's)"
+        },
+    )
     d_conditioning: DConditioning = field(
         default=DConditioning.CONCAT,
         metadata={

@@ -11,12 +11,13 @@ import math
 import torch
 from torch import nn
 
-from .config import ClassifierArch, DConditioning, Family, ModelConfig
+from .config import ClassifierArch, DConditioning, Family, GConditioning, ModelConfig
 from .layers import (
     MinibatchStdDev,
     NamedBlocks,
     Reshape,
     apply_spectral_norm,
+    condition_batchnorms_on_label,
     init_gan_weights,
     make_activation,
 )
@@ -70,7 +71,9 @@ class LabelCode(nn.Module):
 class Generator(nn.Module):
     """z (and a class label when conditional) → image in [-1, 1], through named blocks.
 
-    Conditional generators take the label as a one-hot (or soft) code joined to z.
+    Conditional generators take the label as a one-hot (or soft) code: joined to z
+    (``g_conditioning=input``), or handed to every block, whose batch norms take their gain and
+    shift from it (``batchnorm``; the body's input is then z alone).
     """
 
     def __init__(self, cfg: ModelConfig, body: NamedBlocks):
@@ -78,27 +81,34 @@ class Generator(nn.Module):
         self.latent_dim = cfg.latent_dim
         self.conditional = cfg.conditional
         self.label_code = LabelCode(cfg.num_classes) if cfg.conditional else None
+        self.label_in_batchnorm = cfg.conditional and cfg.g_conditioning is GConditioning.BATCHNORM
         self.body = body
 
     @property
     def layer_names(self) -> list[str]:
         return self.body.layer_names
 
-    def _input(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    def body_inputs(
+        self, z: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the first block's input, the label code the conditioned blocks read, or None)."""
         if self.label_code is None:
-            return z
+            return z, None
         if labels is None:
             raise ValueError("a conditional generator needs class labels")
-        return torch.cat([z, self.label_code(labels)], dim=1)
+        code = self.label_code(labels)
+        if self.label_in_batchnorm:
+            return z, code
+        return torch.cat([z, code], dim=1), None
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        return self.body(self._input(z, labels))
+        return self.body(*self.body_inputs(z, labels))
 
     def forward_with_activations(
         self, z: torch.Tensor, labels: torch.Tensor | None = None
     ) -> list[torch.Tensor]:
         """Every block's output in ``layer_names`` order; the last one is the image."""
-        return self.body.forward_all(self._input(z, labels))
+        return self.body.forward_all(*self.body_inputs(z, labels))
 
 
 class Discriminator(nn.Module):
@@ -231,7 +241,9 @@ def _minibatch_std_block(cfg: ModelConfig) -> list[tuple[str, nn.Module]]:
 
 
 def _generator_input_dim(cfg: ModelConfig) -> int:
-    return cfg.latent_dim + _label_dim(cfg)
+    """z, and the label code when G reads it at its input rather than in its batch norms."""
+    label_in_batchnorm = cfg.g_conditioning is GConditioning.BATCHNORM
+    return cfg.latent_dim + (0 if label_in_batchnorm else _label_dim(cfg))
 
 
 def _mlp_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
@@ -410,6 +422,8 @@ def build_gan(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
     if cfg.family not in builders:
         raise ValueError(f"{cfg.family.value} is not a GAN family")
     g_body, d_body = builders[cfg.family](cfg)
+    if cfg.conditional and cfg.g_conditioning is GConditioning.BATCHNORM:
+        g_body = condition_batchnorms_on_label(g_body, cfg.num_classes)
     generator = Generator(cfg, g_body)
     discriminator = Discriminator(cfg, d_body, flat_input=cfg.family is Family.MLP)
     init_gan_weights(generator)
