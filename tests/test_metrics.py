@@ -6,6 +6,7 @@ from ganserve.training.metrics import (
     WEAK_IC,
     class_consistency,
     class_hits,
+    class_manifold_scores,
     feature_statistics,
     frechet_distance,
     independent_classifier_test,
@@ -95,3 +96,21 @@ def test_recognised_diversity_is_the_variety_left_in_what_the_classifier_gets_ri
     assert recognised.minimum == recognised.per_class[0]
     for k in (0, 1):  # two halves of the same data differ by sampling noise alone
         assert halves.per_class[k] == pytest.approx(1.0, abs=0.1)
+
+
+def test_manifold_scores_see_a_class_that_lost_its_variety_and_a_class_that_kept_it():
+    rng = np.random.RandomState(0)
+    real = rng.normal(size=(400, 8)).astype(np.float32)
+    real_classes = np.repeat([0, 1], 200)
+    # Class 0: a fresh draw of the same distribution. Class 1: its centre only (a quarter of the
+    # spread): every sample plausible, most of the real variety missing.
+    fake = np.concatenate([rng.normal(size=(200, 8)), 0.25 * rng.normal(size=(200, 8))])
+    scores = class_manifold_scores(fake, real_classes, real, real_classes, num_classes=3)
+    kept, lost = scores.per_class[0], scores.per_class[1]
+    assert scores.per_class[2] is None  # no samples of class 2 on either side
+    assert kept["recall"] > 0.7 and kept["coverage"] > 0.7 and kept["precision"] > 0.7
+    assert lost["precision"] > 0.95 and lost["density"] > 2  # inside, packed into its centre...
+    assert lost["recall"] < 0.3 and lost["coverage"] < kept["coverage"] - 0.3  # ...not covering it
+    assert scores.minimum("recall") == 0.0  # the absent class counts as nothing covered
+    report = scores.as_dict(("a", "b", "c"))
+    assert report["per_class"]["b"] == lost and report["nearest_k"] == 5

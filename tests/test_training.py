@@ -337,6 +337,9 @@ def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys,
     for space in ("features", "pixels"):
         per_class = diversity[space]["per_class"]
         assert len(per_class) == 10 and diversity[space]["min"] == min(per_class.values()) > 0
+    manifold = report["manifold"]  # generated vs real, beside two real samples of the same size
+    assert set(manifold) == {"generated", "real_vs_real"}
+    assert all(len(m["per_class"]) == 10 and m["nearest_k"] == 5 for m in manifold.values())
 
     # Selection scores both epochs with raw and EMA weights and keeps the best one.
     assert main(["select", str(tmp_path / "gan"), "--classifier", str(classifier),

@@ -22,8 +22,10 @@ from .metrics import (
     STRONG_IC,
     WEAK_IC,
     ClassHits,
+    ManifoldScores,
     class_consistency,
     class_hits,
+    class_manifold_scores,
     classifier_outputs,
     feature_statistics,
     frechet_distance,
@@ -64,6 +66,7 @@ class RealReference:
         self.labels = splits.test.labels.numpy()[: len(self.images)]
         self.classifier = classifier.to(self.device) if classifier is not None else None
         self.features = self.floor = None
+        self.manifold_floor: ManifoldScores | None = None
         self.hits: dict[int, ClassHits | None] = {}  # the classifier per class on these images
         if classifier is not None:
             self.features, probabilities = classifier_outputs(classifier, self.images)
@@ -73,6 +76,15 @@ class RealReference:
             )
             # Two real samples of this size differ by this much: the floor of the distance.
             self.floor = _fd(train_features, self.features)
+            # ...and cover each other this well: what recall and coverage can reach at this size.
+            train_labels = splits.train.labels.numpy()[: len(self.images)]
+            self.manifold_floor = class_manifold_scores(
+                train_features,
+                train_labels,
+                self.features,
+                self.labels,
+                probabilities.shape[1],
+            )
 
 
 def score_generator(
@@ -112,6 +124,12 @@ def score_generator(
         "pixels": within_class_diversity(
             fake, classes, reference.images, reference.labels, num_classes
         ).as_dict(names),
+    }
+    result["manifold"] = {
+        "generated": class_manifold_scores(
+            fake_features, classes, reference.features, reference.labels, num_classes
+        ).as_dict(names),
+        "real_vs_real": reference.manifold_floor.as_dict(names),
     }
     counts = np.bincount(predicted, minlength=num_classes)
     result["class_histogram"] = {

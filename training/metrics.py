@@ -291,3 +291,65 @@ def recognised_diversity(
         ),
         within_class_diversity(first, first_labels, second, second_labels, num_classes),
     )
+
+
+MANIFOLD_NEAREST_K = 5  # Naeem et al.'s choice for density and coverage
+
+
+@dataclass
+class ManifoldScores:
+    """Per class, how generated and real samples cover each other (k-nearest-neighbour manifolds:
+    Kynkäänniemi et al. 2019's precision and recall, Naeem et al. 2020's density and coverage,
+    computed by the authors' ``prdc``): precision is the share of generated samples inside the
+    real manifold (fidelity), recall the share of real samples inside the generated one, coverage
+    the share of real samples with a generated sample among their nearest real neighbours. Recall
+    and coverage fall when a class's variety is missing, whichever part of it. ``None`` for a
+    class with too few samples on either side."""
+
+    per_class: dict[int, dict[str, float] | None]
+    nearest_k: int
+
+    def minimum(self, score: str) -> float:
+        values = [0.0 if v is None else v[score] for v in self.per_class.values()]
+        return min(values) if values else 0.0
+
+    def as_dict(self, class_names: tuple[str, ...] | None = None) -> dict:
+        def name(k: int) -> str:
+            return class_names[k] if class_names else str(k)
+
+        return {
+            "nearest_k": self.nearest_k,
+            "per_class": {name(k): v for k, v in self.per_class.items()},
+            "min_recall": self.minimum("recall"),
+            "min_coverage": self.minimum("coverage"),
+        }
+
+
+def class_manifold_scores(
+    fake: np.ndarray,
+    fake_classes: np.ndarray,
+    real: np.ndarray,
+    real_classes: np.ndarray,
+    num_classes: int,
+    nearest_k: int = MANIFOLD_NEAREST_K,
+    max_per_class: int = 1000,
+) -> ManifoldScores:
+    """:class:`ManifoldScores` of ``fake`` against ``real`` features, class by class (at most
+    ``max_per_class`` a side: the scores depend on the sample size, so compare equal sizes)."""
+    import contextlib
+    import io
+
+    from prdc import compute_prdc
+
+    fake, real = np.asarray(fake, np.float32), np.asarray(real, np.float32)
+    per_class: dict[int, dict[str, float] | None] = {}
+    for k in range(num_classes):
+        f = fake[np.asarray(fake_classes) == k][:max_per_class]
+        r = real[np.asarray(real_classes) == k][:max_per_class]
+        if min(len(f), len(r)) < nearest_k + 2:  # each side needs k neighbours besides itself
+            per_class[k] = None
+            continue
+        with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the sample counts
+            scores = compute_prdc(real_features=r, fake_features=f, nearest_k=nearest_k)
+        per_class[k] = {name: float(value) for name, value in scores.items()}
+    return ManifoldScores(per_class, nearest_k)
