@@ -3,7 +3,9 @@ and class consistency of conditional generators."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -212,6 +214,25 @@ def mean_pairwise_distance(vectors: torch.Tensor | np.ndarray) -> float:
     return float(torch.pdist(x).mean())
 
 
+def _by_class_name(per_class: dict[int, Any], class_names: tuple[str, ...] | None) -> dict:
+    """``per_class`` keyed by class name (by the class index as text without names)."""
+    return {(class_names[k] if class_names else str(k)): v for k, v in per_class.items()}
+
+
+def _class_samples(
+    fake: np.ndarray,
+    fake_classes: np.ndarray,
+    real: np.ndarray,
+    real_classes: np.ndarray,
+    num_classes: int,
+    max_per_class: int,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(class, its generated rows, its real rows), at most ``max_per_class`` of each."""
+    fake_classes, real_classes = np.asarray(fake_classes), np.asarray(real_classes)
+    for k in range(num_classes):
+        yield k, fake[fake_classes == k][:max_per_class], real[real_classes == k][:max_per_class]
+
+
 @dataclass
 class Diversity:
     """Within-class diversity: each class's mean pairwise distance among generated samples divided
@@ -235,11 +256,8 @@ class Diversity:
         return float(np.mean(self.present)) if self.present else 0.0
 
     def as_dict(self, class_names: tuple[str, ...] | None = None) -> dict:
-        def name(k: int) -> str:
-            return class_names[k] if class_names else str(k)
-
         return {
-            "per_class": {name(k): v for k, v in self.per_class.items()},
+            "per_class": _by_class_name(self.per_class, class_names),
             "min": self.minimum,
             "mean": self.mean,
         }
@@ -262,9 +280,9 @@ def within_class_diversity(
     fake_np = fake_np.reshape(len(fake_np), -1)
     real_np = real_np.reshape(len(real_np), -1)
     per_class: dict[int, float | None] = {}
-    for k in range(num_classes):
-        f = fake_np[np.asarray(fake_classes) == k][:max_per_class]
-        r = real_np[np.asarray(real_classes) == k][:max_per_class]
+    for k, f, r in _class_samples(
+        fake_np, fake_classes, real_np, real_classes, num_classes, max_per_class
+    ):
         if len(f) < 2 or len(r) < 2:
             per_class[k] = None
             continue
@@ -314,12 +332,9 @@ class ManifoldScores:
         return min(values) if values else 0.0
 
     def as_dict(self, class_names: tuple[str, ...] | None = None) -> dict:
-        def name(k: int) -> str:
-            return class_names[k] if class_names else str(k)
-
         return {
             "nearest_k": self.nearest_k,
-            "per_class": {name(k): v for k, v in self.per_class.items()},
+            "per_class": _by_class_name(self.per_class, class_names),
             "min_recall": self.minimum("recall"),
             "min_coverage": self.minimum("coverage"),
         }
@@ -343,9 +358,9 @@ def class_manifold_scores(
 
     fake, real = np.asarray(fake, np.float32), np.asarray(real, np.float32)
     per_class: dict[int, dict[str, float] | None] = {}
-    for k in range(num_classes):
-        f = fake[np.asarray(fake_classes) == k][:max_per_class]
-        r = real[np.asarray(real_classes) == k][:max_per_class]
+    for k, f, r in _class_samples(
+        fake, fake_classes, real, real_classes, num_classes, max_per_class
+    ):
         if min(len(f), len(r)) < nearest_k + 2:  # each side needs k neighbours besides itself
             per_class[k] = None
             continue

@@ -81,7 +81,7 @@ class Generator(nn.Module):
         self.latent_dim = cfg.latent_dim
         self.conditional = cfg.conditional
         self.label_code = LabelCode(cfg.num_classes) if cfg.conditional else None
-        self.label_in_batchnorm = cfg.conditional and cfg.g_conditioning is GConditioning.BATCHNORM
+        self.label_in_batchnorm = _label_in_g_batchnorm(cfg)
         self.body = body
 
     @property
@@ -240,10 +240,14 @@ def _minibatch_std_block(cfg: ModelConfig) -> list[tuple[str, nn.Module]]:
     return [("minibatch_std", MinibatchStdDev(cfg.d_minibatch_std))] if cfg.d_minibatch_std else []
 
 
+def _label_in_g_batchnorm(cfg: ModelConfig) -> bool:
+    """Whether G's batch norms read the label (instead of its first layer)."""
+    return cfg.conditional and cfg.g_conditioning is GConditioning.BATCHNORM
+
+
 def _generator_input_dim(cfg: ModelConfig) -> int:
     """z, and the label code when G reads it at its input rather than in its batch norms."""
-    label_in_batchnorm = cfg.g_conditioning is GConditioning.BATCHNORM
-    return cfg.latent_dim + (0 if label_in_batchnorm else _label_dim(cfg))
+    return cfg.latent_dim + (0 if _label_in_g_batchnorm(cfg) else _label_dim(cfg))
 
 
 def _mlp_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
@@ -422,7 +426,7 @@ def build_gan(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
     if cfg.family not in builders:
         raise ValueError(f"{cfg.family.value} is not a GAN family")
     g_body, d_body = builders[cfg.family](cfg)
-    if cfg.conditional and cfg.g_conditioning is GConditioning.BATCHNORM:
+    if _label_in_g_batchnorm(cfg):
         g_body = condition_batchnorms_on_label(g_body, cfg.num_classes)
     generator = Generator(cfg, g_body)
     discriminator = Discriminator(cfg, d_body, flat_input=cfg.family is Family.MLP)
