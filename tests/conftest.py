@@ -82,8 +82,8 @@ TINY = [
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory, idx_dir) -> dict[str, Path]:
-    """One-epoch checkpoints: conditional generators (label at the input, label in the batch norms),
-    a 2-D latent generator and a classifier."""
+    """One-epoch checkpoints: conditional generators (label at the input, in the batch norms, in
+    both), a 2-D latent generator and a classifier."""
     from ganserve.cli import main
 
     root = tmp_path_factory.mktemp("checkpoints")
@@ -92,6 +92,8 @@ def tiny_checkpoints(tmp_path_factory, idx_dir) -> dict[str, Path]:
         "cgan": conditional_6d,
         # The label in every batch norm instead of at the input (exported and steered the same way).
         "cgan-cbn": [*conditional_6d, "--g-conditioning", "batchnorm"],
+        # Both: joined to z and in every batch norm.
+        "cgan-both": [*conditional_6d, "--g-conditioning", "both"],
         "gen2d": ["--family", "dcgan", "--latent-dim", "2"],
         "classifier": ["--family", "classifier", "--epochs", "2"],
     }

@@ -256,30 +256,36 @@ def test_minibatch_std_feature_is_each_groups_spread_and_zero_for_copies():
         build_gan(ModelConfig(family=Family.MLP, latent_dim=2, d_minibatch_std=4))
 
 
+@pytest.mark.parametrize("g_conditioning", [GConditioning.BATCHNORM, GConditioning.BOTH])
 @pytest.mark.parametrize(
     ("family", "size", "channels"),
     [(Family.DCGAN, 28, 1), (Family.MLP, 28, 1), (Family.DCGAN_RGB, 32, 3)],
 )
 def test_batchnorm_conditioning_gives_each_class_its_own_gain_and_shift_in_every_layer(
-    family, size, channels
+    family, size, channels, g_conditioning
 ):
     torch.manual_seed(0)
     cfg = ModelConfig(family=family, conditional=True, latent_dim=8, width=0.25, image_size=size,
-                      channels=channels, g_conditioning=GConditioning.BATCHNORM)  # fmt: skip
+                      channels=channels, g_conditioning=g_conditioning)  # fmt: skip
     g, _ = build_gan(cfg)
     plain_input, _ = build_gan(dataclasses.replace(cfg, g_conditioning=GConditioning.INPUT))
     unconditional, _ = build_gan(dataclasses.replace(cfg, conditional=False))
     norms = [m for m in g.modules() if isinstance(m, ClassConditionalBatchNorm)]
     plain_norms = [m for m in unconditional.modules() if isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d)]  # fmt: skip
     # Every batch norm of the unconditional G, and only those, became class-conditional; the
-    # first layer reads z alone (the input-conditioned G reads z and the one-hot code).
+    # first layer reads z alone (batchnorm) or z and the one-hot code (both, as input does).
     assert len(norms) == len(plain_norms) == len(g.layer_names) - 1
     first = next(m for m in g.modules() if isinstance(m, torch.nn.Linear))
     first_input = next(m for m in plain_input.modules() if isinstance(m, torch.nn.Linear))
-    assert (first.in_features, first_input.in_features) == (8, 8 + 10)
-    # Its weights: the unconditional G's, less the shared affine pair, plus one pair per class.
+    label_at_input = g_conditioning is GConditioning.BOTH
+    assert (first.in_features, first_input.in_features) == (8 + 10 * label_at_input, 8 + 10)
+    # Its weights: the unconditional G's, less the shared affine pair, plus one pair per class
+    # (and, for both, the first layer's weights for the code).
     channels_normed = sum(m.num_features for m in plain_norms)
-    assert count_parameters(g) == count_parameters(unconditional) + 2 * channels_normed * (10 - 1)
+    code_weights = 10 * first.out_features * label_at_input
+    assert count_parameters(g) == (
+        count_parameters(unconditional) + 2 * channels_normed * (10 - 1) + code_weights
+    )
     # At initialisation each class's gain is ~1 and shift 0: the plain batch norm it replaced.
     assert all(
         float((m.gains.detach() - 1).abs().max()) < 0.1 and not m.shifts.any() for m in norms
@@ -298,6 +304,34 @@ def test_batchnorm_conditioning_gives_each_class_its_own_gain_and_shift_in_every
         assert moved.tolist() == (labels == 3).tolist(), g.layer_names[layer]
     with pytest.raises(ValueError, match="needs class labels"):
         g(z)
+
+
+@pytest.mark.parametrize(
+    ("g_conditioning", "classes_differ_at_centre"),
+    [(GConditioning.INPUT, True), (GConditioning.BATCHNORM, False), (GConditioning.BOTH, True)],
+)
+def test_the_latent_centre_gives_each_class_its_own_image_unless_only_batch_norms_read_the_label(
+    g_conditioning, classes_differ_at_centre
+):
+    # Truncation (psi → 0) walks every latent to z = 0. With the label in the batch norms alone,
+    # all classes meet there at one input pattern, told apart only by per-channel gains and
+    # shifts: with those equal, as at initialisation, every class gives the same image. Joined
+    # to z (input, both), the label still shapes the first layer's output at the centre.
+    torch.manual_seed(0)
+    cfg = ModelConfig(family=Family.DCGAN, conditional=True, latent_dim=8, width=0.25,
+                      g_conditioning=g_conditioning)  # fmt: skip
+    g, _ = build_gan(cfg)
+    with torch.no_grad():
+        for m in g.modules():
+            if isinstance(m, ClassConditionalBatchNorm):
+                m.gains.fill_(1.0)
+                m.shifts.zero_()
+        g.train()
+        g(torch.rand(64, 8) * 2 - 1, torch.arange(64) % 10)  # running statistics of real use
+        g.eval()
+        images = g(torch.zeros(10, 8), torch.arange(10))
+    spread = float((images - images[:1]).abs().amax())
+    assert (spread > 1e-3) is classes_differ_at_centre, spread
 
 
 def test_class_conditional_batchnorm_blends_classes_and_normalises_with_shared_statistics():

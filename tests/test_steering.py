@@ -79,15 +79,19 @@ def _pytorch_edited(generator, feeds, layers):
 
 @pytest.fixture(scope="module")
 def steerable_graphs(tiny_repo, tiny_checkpoints, tmp_path_factory):
-    """The ONNX graph of each conditional generator: the served one (label at the input) and one
-    whose label sets every batch norm's gain and shift."""
+    """The ONNX graph of each conditional generator: the served one (label at the input), one
+    whose label sets every batch norm's gain and shift, and one with the label in both places."""
     out = tmp_path_factory.mktemp("steerable")
-    cbn = export_onnx(tiny_checkpoints["cgan-cbn"], "cgan-cbn", out / "cgan-cbn.onnx", fp16=False)
-    return {"cgan": tiny_repo / "cgan" / "1" / "model.onnx", "cgan-cbn": cbn.path}
+    graphs = {"cgan": tiny_repo / "cgan" / "1" / "model.onnx"}
+    for name in ("cgan-cbn", "cgan-both"):
+        graphs[name] = export_onnx(
+            tiny_checkpoints[name], name, out / f"{name}.onnx", fp16=False
+        ).path
+    return graphs
 
 
 @pytest.mark.parametrize("batch", [1, 64])
-@pytest.mark.parametrize("name", ["cgan", "cgan-cbn"])
+@pytest.mark.parametrize("name", ["cgan", "cgan-cbn", "cgan-both"])
 def test_edited_and_blended_outputs_match_pytorch(steerable_graphs, tiny_checkpoints, name, batch):
     description = read_description(steerable_graphs[name])
     feeds = example_inputs(description, batch, seed=5, steered=True)

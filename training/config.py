@@ -38,6 +38,7 @@ class GConditioning(str, Enum):
 
     INPUT = "input"  # the one-hot code joined to z, read by the first layer only
     BATCHNORM = "batchnorm"  # every batch norm's gain and shift chosen by the class; z alone in
+    BOTH = "both"  # joined to z and in every batch norm: z = 0 still gives each class its input
 
 
 class Loss(str, Enum):
@@ -79,8 +80,10 @@ class ModelConfig:
     g_conditioning: GConditioning = field(
         default=GConditioning.INPUT,
         metadata={
-            "help": "conditional G: input (one-hot joined to z) or batchnorm (class-conditional "
-            "batch norm in every layer, z alone at the input; Miyato & Koyama's G, BigGAN's)"
+            "help": "conditional G: input (one-hot joined to z), batchnorm (class-conditional "
+            "batch norm in every layer, z alone at the input; Miyato & Koyama's G, BigGAN's) or "
+            "both (joined to z and in every batch norm: the latent centre stays a class's "
+            "average garment, so truncation keeps working)"
         },
     )
     d_conditioning: DConditioning = field(

@@ -72,8 +72,8 @@ class Generator(nn.Module):
     """z (and a class label when conditional) → image in [-1, 1], through named blocks.
 
     Conditional generators take the label as a one-hot (or soft) code: joined to z
-    (``g_conditioning=input``), or handed to every block, whose batch norms take their gain and
-    shift from it (``batchnorm``; the body's input is then z alone).
+    (``g_conditioning=input``), handed to every block, whose batch norms take their gain and
+    shift from it (``batchnorm``; the body's input is then z alone), or both (``both``).
     """
 
     def __init__(self, cfg: ModelConfig, body: NamedBlocks):
@@ -81,6 +81,7 @@ class Generator(nn.Module):
         self.latent_dim = cfg.latent_dim
         self.conditional = cfg.conditional
         self.label_code = LabelCode(cfg.num_classes) if cfg.conditional else None
+        self.label_at_input = _label_at_g_input(cfg)
         self.label_in_batchnorm = _label_in_g_batchnorm(cfg)
         self.body = body
 
@@ -97,9 +98,8 @@ class Generator(nn.Module):
         if labels is None:
             raise ValueError("a conditional generator needs class labels")
         code = self.label_code(labels)
-        if self.label_in_batchnorm:
-            return z, code
-        return torch.cat([z, code], dim=1), None
+        first_input = torch.cat([z, code], dim=1) if self.label_at_input else z
+        return first_input, code if self.label_in_batchnorm else None
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         return self.body(*self.body_inputs(z, labels))
@@ -241,13 +241,18 @@ def _minibatch_std_block(cfg: ModelConfig) -> list[tuple[str, nn.Module]]:
 
 
 def _label_in_g_batchnorm(cfg: ModelConfig) -> bool:
-    """Whether G's batch norms read the label (instead of its first layer)."""
-    return cfg.conditional and cfg.g_conditioning is GConditioning.BATCHNORM
+    """Whether G's batch norms read the label."""
+    return cfg.conditional and cfg.g_conditioning in (GConditioning.BATCHNORM, GConditioning.BOTH)
+
+
+def _label_at_g_input(cfg: ModelConfig) -> bool:
+    """Whether G's first layer reads the label code joined to z."""
+    return cfg.conditional and cfg.g_conditioning in (GConditioning.INPUT, GConditioning.BOTH)
 
 
 def _generator_input_dim(cfg: ModelConfig) -> int:
-    """z, and the label code when G reads it at its input rather than in its batch norms."""
-    return cfg.latent_dim + (0 if _label_in_g_batchnorm(cfg) else _label_dim(cfg))
+    """z, and the label code when G reads it at its input."""
+    return cfg.latent_dim + (_label_dim(cfg) if _label_at_g_input(cfg) else 0)
 
 
 def _mlp_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
