@@ -82,8 +82,8 @@ class ModelConfig:
         metadata={
             "help": "conditional G: input (one-hot joined to z), batchnorm (class-conditional "
             "batch norm in every layer, z alone at the input; Miyato & Koyama's G, BigGAN's) or "
-            "both (joined to z and in every batch norm: the latent centre stays a class's "
-            "average garment, so truncation keeps working)"
+            "both (joined to z and in every batch norm: each class keeps its own input at the "
+            "latent centre, where truncation leads)"
         },
     )
     d_conditioning: DConditioning = field(
