@@ -11,6 +11,7 @@ from ganserve.training.metrics import (
     frechet_distance,
     independent_classifier_test,
     recognised_diversity,
+    truncation_response,
 )
 
 
@@ -114,3 +115,51 @@ def test_manifold_scores_see_a_class_that_lost_its_variety_and_a_class_that_kept
     assert scores.minimum("recall") == 0.0  # the absent class counts as nothing covered
     report = scores.as_dict(("a", "b", "c"))
     assert report["per_class"]["b"] == lost and report["nearest_k"] == 5
+
+
+class _TemplateGenerator(torch.nn.Module):
+    """Class k's image: its template, plus z's noise (``fading=False``) or scaled by z's mean
+    magnitude (``fading=True``: the image fades as truncation shrinks z)."""
+
+    def __init__(self, templates: torch.Tensor, fading: bool):
+        super().__init__()
+        self.templates = torch.nn.Parameter(templates, requires_grad=False)
+        self.latent_dim, self.conditional, self.fading = templates.shape[1], True, fading
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        template = self.templates[labels]
+        if self.fading:
+            image = template * z.abs().mean(dim=1, keepdim=True) * 2
+        else:
+            image = template + 0.8 * z
+        return image.view(-1, 1, 1, self.latent_dim)
+
+
+class _TemplateClassifier(torch.nn.Module):
+    """Features: the image; logits: its inner product with each class's template."""
+
+    def __init__(self, templates: torch.Tensor):
+        super().__init__()
+        self.templates = torch.nn.Parameter(templates, requires_grad=False)
+
+    def forward_with_activations(self, images: torch.Tensor) -> list[torch.Tensor]:
+        flat = images.flatten(1)
+        return [flat, 4 * flat @ self.templates.T]
+
+
+def test_truncation_response_tells_a_model_that_gets_typical_from_one_that_fades():
+    torch.manual_seed(0)
+    templates = torch.nn.functional.normalize(torch.randn(4, 32), dim=1) * 2
+    classifier = _TemplateClassifier(templates)
+    typical = truncation_response(
+        _TemplateGenerator(templates, False), classifier, "uniform", 4, 32
+    )
+    fading = truncation_response(_TemplateGenerator(templates, True), classifier, "uniform", 4, 32)
+    for report in (typical, fading):
+        assert [row["psi"] for row in report["psis"]] == [1.0, 0.7, 0.5, 0.3]
+        variety = [row["variety"] for row in report["psis"]]
+        assert variety == sorted(variety, reverse=True)  # both lose variety as psi falls
+    confidence = [row["confidence"] for row in typical["psis"]]
+    assert confidence == sorted(confidence) and typical["typical_when_truncated"]
+    faded = [row["confidence"] for row in fading["psis"]]
+    assert faded == sorted(faded, reverse=True) and not fading["typical_when_truncated"]

@@ -340,6 +340,12 @@ def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys,
     manifold = report["manifold"]  # generated vs real, beside two real samples of the same size
     assert set(manifold) == {"generated", "real_vs_real"}
     assert all(len(m["per_class"]) == 10 and m["nearest_k"] == 5 for m in manifold.values())
+    truncation = report["truncation"]  # the psi sweep, same seeds at every psi
+    assert [row["psi"] for row in truncation["psis"]] == [1.0, 0.7, 0.5, 0.3]
+    assert truncation["psis"][0]["variety"] > truncation["psis"][-1]["variety"] > 0
+    assert truncation["typical_when_truncated"] == (
+        truncation["psis"][-1]["confidence"] >= truncation["psis"][0]["confidence"]
+    )
 
     # Selection scores both epochs with raw and EMA weights and keeps the best one.
     assert main(["select", str(tmp_path / "gan"), "--classifier", str(classifier),

@@ -32,6 +32,7 @@ from .metrics import (
     generate_samples,
     independent_classifier_test,
     recognised_diversity,
+    truncation_response,
     within_class_diversity,
 )
 from .models import Classifier
@@ -143,6 +144,19 @@ def score_generator(
     return result, fake
 
 
+def score_truncation(
+    ckpt: LoadedCheckpoint, reference: RealReference, weights: str = "auto"
+) -> dict[str, Any] | None:
+    """The psi sweep of a conditional generator under the reference's classifier (None for
+    unconditional models or without a classifier)."""
+    if reference.classifier is None or not ckpt.model.conditional:
+        return None
+    generator = ckpt.generator(weights).to(reference.device)
+    return truncation_response(
+        generator, reference.classifier, ckpt.model.prior.value, ckpt.model.num_classes
+    )
+
+
 def _per_class_consistency(
     fake_probs: np.ndarray, requested: np.ndarray, reference: RealReference, names: tuple[str, ...]
 ) -> dict[str, dict[str, Any]]:
@@ -186,6 +200,9 @@ def evaluate_gan(
     classifier = classifier_ckpt.classifier() if classifier_ckpt is not None else None
     reference = RealReference(splits, classifier, samples)
     result, fake = score_generator(ckpt, reference, weights)
+    truncation = score_truncation(ckpt, reference, weights)
+    if truncation is not None:
+        result["truncation"] = truncation
     if strength != "none":
         started = time.perf_counter()
         runs = [
