@@ -186,13 +186,16 @@ def generate_samples(
     num_classes: int,
     first_seed: int = 0,
     batch_size: int = 512,
+    psi: float = 1.0,
 ) -> tuple[torch.Tensor, np.ndarray | None]:
     """``count`` images from seeds ``first_seed…``; conditional models get labels 0, 1, 2, … cyclically.
-    Generated on the generator's device, returned on the CPU."""
+    ``psi`` < 1 truncates the latents as the service does. Generated on the generator's device,
+    returned on the CPU."""
     generator.eval()
     device = _device_of(generator)
+    seeds = range(first_seed, first_seed + count)
     latents = torch.from_numpy(
-        latents_from_seeds(range(first_seed, first_seed + count), generator.latent_dim, prior)
+        truncate(latents_from_seeds(seeds, generator.latent_dim, prior), psi)
     )
     labels = np.arange(count) % num_classes if generator.conditional else None
     images = []
@@ -225,15 +228,11 @@ def truncation_response(
     meant to trade variety for typical images; ``typical_when_truncated`` says whether the
     confidence at the smallest psi is at least that at psi 1 (a model whose garments fade as z
     shrinks fails it)."""
-    generator.eval()
-    device = _device_of(generator)
-    seeds = range(per_class * num_classes)
-    latents = latents_from_seeds(seeds, generator.latent_dim, prior)
-    labels = np.arange(len(latents)) % num_classes
     rows = []
-    for psi in psis:
-        z = torch.from_numpy(truncate(latents, psi)).to(device)
-        images = generator(z, torch.from_numpy(labels).to(device)).cpu()
+    for psi in psis:  # the same seeds at every psi
+        images, labels = generate_samples(
+            generator, per_class * num_classes, prior, num_classes, psi=psi
+        )
         features, probabilities = classifier_outputs(classifier, images)
         variety = [mean_pairwise_distance(features[labels == k]) for k in range(num_classes)]
         rows.append(
