@@ -135,6 +135,12 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
         help="generator weights (auto: what `ganserve select` chose, else EMA when kept)",
     )
     parser.add_argument("--out", help="JSON path (default: CHECKPOINT with .eval.json)")
+    parser.add_argument(
+        "--bins-figure",
+        metavar="PNG",
+        help="also draw, one row a class, real images of the bin the generator draws least "
+        "often and generated images of the bin it draws most often (needs --classifier)",
+    )
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -149,6 +155,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         args.out,
         args.weights,
         args.ic_repeats,
+        args.bins_figure,
     )
     print(json.dumps(result, indent=2))
     return 0

@@ -298,7 +298,10 @@ def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys,
         return real_ic(*args, **kwargs)
 
     monkeypatch.setattr(evaluate_module, "independent_classifier_test", spy_ic)
-    out = tmp_path / "metrics.json"
+    from ganserve.training import mode_bins
+
+    monkeypatch.setattr(mode_bins, "MIN_PER_BIN", 3)  # ~6 test images a class here: two bins each
+    out, figure = tmp_path / "metrics.json", tmp_path / "bins.png"
     assert (
         main(
             [
@@ -312,6 +315,8 @@ def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys,
                 "2",
                 "--out",
                 str(out),
+                "--bins-figure",
+                str(figure),
             ]
         )
         == 0
@@ -340,6 +345,18 @@ def test_classifier_then_evaluate_writes_metrics_json(tmp_path, idx_dir, capsys,
     manifold = report["manifold"]  # generated vs real, beside two real samples of the same size
     assert set(manifold) == {"generated", "real_vs_real"}
     assert all(len(m["per_class"]) == 10 and m["nearest_k"] == 5 for m in manifold.values())
+    bins = report["mode_bins"]  # NDB: generated vs real, beside a second real sample
+    assert set(bins) == {"generated", "real_vs_real"}
+    for side in bins.values():
+        rows = [row for row in side["per_class"].values() if row is not None]
+        assert len(side["per_class"]) == 10 and rows
+        assert side["bins"] == sum(row["bins"] for row in rows)
+        assert side["different_bins"] == sum(row["different_bins"] for row in rows)
+        assert all(row["too_few"] + row["too_many"] == row["different_bins"] for row in rows)
+    binned = [row for row in bins["generated"]["per_class"].values() if row is not None]
+    with Image.open(figure) as drawn:  # a row for each class with bins: 2 x 8 tiles and a gap
+        assert drawn.width == 2 + 17 * (28 + 2)
+        assert drawn.height == 2 + len(binned) * (28 + 2)
     truncation = report["truncation"]  # the psi sweep, same seeds at every psi
     assert [row["psi"] for row in truncation["psis"]] == [1.0, 0.7, 0.5, 0.3]
     assert truncation["psis"][0]["variety"] > truncation["psis"][-1]["variety"] > 0

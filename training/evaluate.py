@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from .metrics import (
     truncation_response,
     within_class_diversity,
 )
+from .mode_bins import ClassBins, ModeBins, mode_bins_figure
 from .models import Classifier
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,8 @@ class RealReference:
         self.classifier = classifier.to(self.device) if classifier is not None else None
         self.features = self.floor = None
         self.manifold_floor: ManifoldScores | None = None
+        self.bins: ClassBins | None = None
+        self.bins_floor: ModeBins | None = None
         self.hits: dict[int, ClassHits | None] = {}  # the classifier per class on these images
         if classifier is not None:
             self.features, probabilities = classifier_outputs(classifier, self.images)
@@ -86,13 +90,27 @@ class RealReference:
                 self.labels,
                 probabilities.shape[1],
             )
+            # NDB's bins: cut from training images, a second real sample (the test images) beside
+            # the generated one says how many bins differ by chance at this size.
+            self.bins = ClassBins(train_features, train_labels, probabilities.shape[1])
+            self.bins_floor = self.bins.compare(self.features, self.labels)
+
+
+@dataclass
+class GeneratedSamples:
+    """The images a generator was scored on, their classifier features and the class each counts
+    for (asked for, or seen by the classifier for an unconditional model; None without one)."""
+
+    images: torch.Tensor
+    features: np.ndarray | None = None
+    classes: np.ndarray | None = None
 
 
 def score_generator(
     ckpt: LoadedCheckpoint, reference: RealReference, weights: str = "auto"
-) -> tuple[dict[str, Any], torch.Tensor]:
-    """Fréchet ratio, within-class diversity and class statistics (no IC), and the generated
-    images they were measured on: cheap enough to run on every checkpoint of a run."""
+) -> tuple[dict[str, Any], GeneratedSamples]:
+    """Fréchet ratio, within-class diversity, mode bins and class statistics (no IC), and the
+    generated samples they were measured on: cheap enough to run on every checkpoint of a run."""
     generator = ckpt.generator(weights).to(reference.device)
     fake, requested = generate_samples(
         generator, len(reference.images), ckpt.model.prior.value, ckpt.model.num_classes
@@ -105,7 +123,7 @@ def score_generator(
         "samples": len(fake),
     }
     if reference.classifier is None:
-        return result, fake
+        return result, GeneratedSamples(fake)
     fake_features, fake_probs = classifier_outputs(reference.classifier, fake)
     predicted = fake_probs.argmax(axis=1)
     fd = _fd(fake_features, reference.features)
@@ -132,6 +150,10 @@ def score_generator(
         ).as_dict(names),
         "real_vs_real": reference.manifold_floor.as_dict(names),
     }
+    result["mode_bins"] = {
+        "generated": reference.bins.compare(fake_features, classes).as_dict(names),
+        "real_vs_real": reference.bins_floor.as_dict(names),
+    }
     counts = np.bincount(predicted, minlength=num_classes)
     result["class_histogram"] = {
         name: float(c) / len(predicted) for name, c in zip(names, counts, strict=True)
@@ -141,7 +163,7 @@ def score_generator(
         result["class_consistency_per_class"] = _per_class_consistency(
             fake_probs, requested, reference, names
         )
-    return result, fake
+    return result, GeneratedSamples(fake, fake_features, classes)
 
 
 def score_truncation(
@@ -191,15 +213,19 @@ def evaluate_gan(
     samples: int = 10000,
     weights: str = "auto",
     ic_repeats: int = 3,
+    bins_figure: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Scores of a GAN checkpoint. The IC is trained ``ic_repeats`` times (seeds 0, 1, …: its
+    """Scores of a GAN checkpoint (and, at ``bins_figure``, a PNG of each class's least-drawn
+    real bin beside its most-drawn generated one: :func:`mode_bins_figure`). The IC is trained ``ic_repeats`` times (seeds 0, 1, …: its
     split and initial weights) and reported as the mean, with each error beside it: one training
     of the strong IC moves by ±1.5 points from seed to seed, as much as neighbouring epochs."""
     if ic_repeats < 1:
         raise ValueError(f"--ic-repeats must be at least 1, got {ic_repeats}")
     classifier = classifier_ckpt.classifier() if classifier_ckpt is not None else None
     reference = RealReference(splits, classifier, samples)
-    result, fake = score_generator(ckpt, reference, weights)
+    result, generated = score_generator(ckpt, reference, weights)
+    if bins_figure is not None:
+        _save_bins_figure(reference, generated, ckpt, Path(bins_figure))
     truncation = score_truncation(ckpt, reference, weights)
     if truncation is not None:
         result["truncation"] = truncation
@@ -207,7 +233,11 @@ def evaluate_gan(
         started = time.perf_counter()
         runs = [
             independent_classifier_test(
-                reference.images, fake, IC_STRENGTHS[strength], seed=seed, device=reference.device
+                reference.images,
+                generated.images,
+                IC_STRENGTHS[strength],
+                seed=seed,
+                device=reference.device,
             )
             for seed in range(ic_repeats)
         ]
@@ -221,6 +251,26 @@ def evaluate_gan(
             "seconds": time.perf_counter() - started,
         }
     return result
+
+
+def _save_bins_figure(
+    reference: RealReference, generated: GeneratedSamples, ckpt: LoadedCheckpoint, path: Path
+) -> None:
+    if reference.bins is None or generated.features is None:
+        raise ValueError("the mode-bins figure needs a classifier (--classifier)")
+    scores = reference.bins.compare(generated.features, generated.classes)
+    figure = mode_bins_figure(
+        reference.bins,
+        scores,
+        reference.images.numpy(),
+        reference.features,
+        reference.labels,
+        generated.images.numpy(),
+        generated.features,
+        generated.classes,
+    )
+    figure.save(path)
+    log.info("wrote %s (one row a class: %s)", path, ", ".join(ckpt.data_info.class_names))
 
 
 @torch.no_grad()
@@ -267,6 +317,7 @@ def evaluate(
     out: str | Path | None = None,
     weights: str = "auto",
     ic_repeats: int = 3,
+    bins_figure: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on its own data set's test split and write the JSON report."""
     checkpoint = Path(checkpoint)
@@ -276,7 +327,9 @@ def evaluate(
         result = evaluate_classifier(ckpt, splits)
     else:
         classifier_ckpt = load_checkpoint(classifier) if classifier else None
-        result = evaluate_gan(ckpt, classifier_ckpt, splits, strength, samples, weights, ic_repeats)
+        result = evaluate_gan(
+            ckpt, classifier_ckpt, splits, strength, samples, weights, ic_repeats, bins_figure
+        )
         if classifier:
             result["classifier"] = str(classifier)
     result["checkpoint"] = str(checkpoint)
