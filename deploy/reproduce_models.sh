@@ -59,7 +59,9 @@ for run in fmnist-cgan fmnist-2d fmnist-3d fmnist-4d; do
     from=1
     [ "$run" = fmnist-cgan ] && from=$CGAN_SELECT_FROM
     ganserve select "$RUNS/$run" --classifier "$JUDGE" --from-epoch "$from"
-    ganserve evaluate "$RUNS/$run/checkpoints/selected.pt" --classifier "$JUDGE"
+    # ...and what it draws too seldom and too often, class by class (deploy/samples/cgan_mode_bins.png)
+    ganserve evaluate "$RUNS/$run/checkpoints/selected.pt" --classifier "$JUDGE" \
+        --bins-figure "$RUNS/$run/mode_bins.png"
     ensemble=()
     [ "$run" = fmnist-cgan ] || ensemble=(--ensemble-with fmnist-classifier)
     ganserve export "$RUNS/$run/checkpoints/selected.pt" --name "$run" --triton-repo "$REPO" \

@@ -114,9 +114,10 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
         "evaluate",
         help="quality metrics of a checkpoint, as JSON",
         description="Independent-classifier test, classifier-feature Fréchet distance and class "
-        "consistency of a GAN checkpoint (or a classifier's test accuracy).",
+        "consistency of a GAN checkpoint or of an exported generator (model.onnx: what the service "
+        "serves), or a classifier's test accuracy.",
     )
-    parser.add_argument("checkpoint")
+    parser.add_argument("checkpoint", help="checkpoint (.pt) or exported generator (.onnx)")
     parser.add_argument("--classifier", help="classifier checkpoint (needed for FD / consistency)")
     parser.add_argument(
         "--ic", choices=("weak", "strong", "none"), default="strong", help="IC strength"

@@ -169,3 +169,65 @@ def test_gpu_target_asks_for_gpu_instances_and_tensorrt_fp16(exported):
 def test_export_cli_reports_a_missing_checkpoint(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nope.pt"), "--name", "x"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["cgan", "cgan-both", "gen2d"])
+def test_an_exported_generator_scores_as_its_checkpoint(
+    exported, tiny_checkpoints, name, tmp_path, monkeypatch
+):
+    """`ganserve evaluate model.onnx` measures the served file: the same numbers as the
+    checkpoint it came from, up to ONNX Runtime's rounding."""
+    from ganserve.training import mode_bins
+    from ganserve.training.evaluate import evaluate
+
+    monkeypatch.setattr(mode_bins, "MIN_PER_BIN", 3)  # a few test images a class: two bins each
+    monkeypatch.chdir(tmp_path)
+    judge = tiny_checkpoints["classifier"]
+    scores = {
+        source: evaluate(path, judge, strength="none", samples=64, out=tmp_path / f"{source}.json")
+        for source, path in (("checkpoint", tiny_checkpoints[name]), ("onnx", exported[name].path))
+    }
+    checkpoint, onnx_file = scores["checkpoint"], scores["onnx"]
+    assert onnx_file["weights"] == "exported" and onnx_file["epoch"] == checkpoint["epoch"] == 1
+    assert onnx_file["frechet_distance"]["ratio"] == pytest.approx(
+        checkpoint["frechet_distance"]["ratio"], rel=1e-3
+    )
+    for space in ("features", "pixels"):
+        ours, theirs = (s["within_class_diversity"][space]["per_class"] for s in scores.values())
+        assert ours.keys() == theirs.keys()
+        for key, value in ours.items():  # None: a class with under two samples
+            assert theirs[key] == (None if value is None else pytest.approx(value, rel=1e-3))
+    assert onnx_file["class_histogram"] == pytest.approx(checkpoint["class_histogram"], abs=0.02)
+    assert onnx_file["mode_bins"]["real_vs_real"] == checkpoint["mode_bins"]["real_vs_real"]
+    assert (
+        onnx_file["mode_bins"]["generated"]["bins"] == checkpoint["mode_bins"]["generated"]["bins"]
+    )
+    if name.startswith("cgan"):  # classes asked for through the file's class input
+        assert onnx_file["class_consistency"] == pytest.approx(
+            checkpoint["class_consistency"], abs=0.02
+        )
+        for ours, theirs in zip(
+            checkpoint["truncation"]["psis"], onnx_file["truncation"]["psis"], strict=True
+        ):
+            assert theirs["variety"] == pytest.approx(ours["variety"], rel=1e-3)
+            assert theirs["mean_pixel"] == pytest.approx(ours["mean_pixel"], abs=1e-4)
+    else:
+        assert "class_consistency" not in onnx_file and "truncation" not in onnx_file
+
+    # Without --out the report lands in the working directory, named after the file's folders:
+    # nothing is written into a model repository that Triton reads.
+    path = exported[name].path
+    assert main(["evaluate", str(path), "--classifier", str(judge), "--ic", "none",
+                 "--samples", "64"]) == 0  # fmt: skip
+    expected = f"{path.parent.parent.name}-{path.parent.name}-{path.stem}.eval.json"
+    assert [p.name for p in tmp_path.glob("*.eval.json")] == [expected]
+    assert not list(path.parent.glob("*.eval.json"))
+
+
+def test_evaluate_refuses_what_an_exported_file_cannot_answer(exported, tiny_checkpoints, capsys):
+    judge = str(tiny_checkpoints["classifier"])
+    assert main(["evaluate", str(exported["cgan"].path), "--classifier", judge, "--ic", "none",
+                 "--weights", "raw"]) == 2  # fmt: skip
+    assert "one set of weights" in capsys.readouterr().err
+    assert main(["evaluate", str(exported["classifier"].path)]) == 2
+    assert "from its checkpoint" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import torch
 from .checkpoint import LoadedCheckpoint, load_checkpoint
 from .data import DataSplits, load_data
 from .distributed import single_process_device
+from .exported import ExportedGenerator, load_exported
 from .metrics import (
     STRONG_IC,
     WEAK_IC,
@@ -40,10 +41,17 @@ from .mode_bins import ClassBins, ModeBins, mode_bins_figure
 from .models import Classifier
 
 log = logging.getLogger(__name__)
+Scored = LoadedCheckpoint | ExportedGenerator  # a checkpoint, or a generator as exported
 IC_STRENGTHS = {"strong": STRONG_IC, "weak": WEAK_IC}
 
 
-def default_metrics_path(checkpoint: Path) -> Path:
+def default_metrics_path(checkpoint: Path, exported: bool = False) -> Path:
+    """Beside the checkpoint; for an exported file, in the working directory under the file's
+    folder names (``fmnist-cgan-1.eval.json`` for ``fmnist-cgan/1/model.onnx``): nothing is
+    written into a model repository that Triton reads."""
+    if exported:
+        parts = [p for p in checkpoint.resolve().parent.parts[-2:] if p != "/"]
+        return Path("-".join([*parts, checkpoint.stem]) + ".eval.json")
     return checkpoint.with_suffix(".eval.json")
 
 
@@ -107,7 +115,7 @@ class GeneratedSamples:
 
 
 def score_generator(
-    ckpt: LoadedCheckpoint, reference: RealReference, weights: str = "auto"
+    ckpt: Scored, reference: RealReference, weights: str = "auto"
 ) -> tuple[dict[str, Any], GeneratedSamples]:
     """Fréchet ratio, within-class diversity, mode bins and class statistics (no IC), and the
     generated samples they were measured on: cheap enough to run on every checkpoint of a run."""
@@ -167,7 +175,7 @@ def score_generator(
 
 
 def score_truncation(
-    ckpt: LoadedCheckpoint, reference: RealReference, weights: str = "auto"
+    ckpt: Scored, reference: RealReference, weights: str = "auto"
 ) -> dict[str, Any] | None:
     """The psi sweep of a conditional generator under the reference's classifier (None for
     unconditional models or without a classifier)."""
@@ -206,7 +214,7 @@ def _confusion(hits: ClassHits, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def evaluate_gan(
-    ckpt: LoadedCheckpoint,
+    ckpt: Scored,
     classifier_ckpt: LoadedCheckpoint | None,
     splits: DataSplits,
     strength: str = "strong",
@@ -254,7 +262,7 @@ def evaluate_gan(
 
 
 def _save_bins_figure(
-    reference: RealReference, generated: GeneratedSamples, ckpt: LoadedCheckpoint, path: Path
+    reference: RealReference, generated: GeneratedSamples, ckpt: Scored, path: Path
 ) -> None:
     if reference.bins is None or generated.features is None:
         raise ValueError("the mode-bins figure needs a classifier (--classifier)")
@@ -303,7 +311,7 @@ def evaluate_classifier(ckpt: LoadedCheckpoint, splits: DataSplits) -> dict[str,
     }
 
 
-def full_splits(ckpt: LoadedCheckpoint) -> DataSplits:
+def full_splits(ckpt: Scored) -> DataSplits:
     data_cfg = ckpt.data
     data_cfg.subset = 0  # evaluation always uses the full splits
     return load_data(data_cfg)
@@ -319,9 +327,11 @@ def evaluate(
     ic_repeats: int = 3,
     bins_figure: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on its own data set's test split and write the JSON report."""
+    """Evaluate ``checkpoint`` (or an exported generator, ``.onnx``) on its own data set's test
+    split and write the JSON report."""
     checkpoint = Path(checkpoint)
-    ckpt = load_checkpoint(checkpoint)
+    exported = checkpoint.suffix == ".onnx"
+    ckpt = load_exported(checkpoint) if exported else load_checkpoint(checkpoint)
     splits = full_splits(ckpt)
     if ckpt.kind == "classifier":
         result = evaluate_classifier(ckpt, splits)
@@ -333,7 +343,7 @@ def evaluate(
         if classifier:
             result["classifier"] = str(classifier)
     result["checkpoint"] = str(checkpoint)
-    out_path = Path(out) if out else default_metrics_path(checkpoint)
+    out_path = Path(out) if out else default_metrics_path(checkpoint, exported)
     out_path.write_text(json.dumps(result, indent=2) + "\n")
     log.info("wrote %s", out_path)
     return result
