@@ -135,7 +135,11 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="generator weights (auto: what `ganserve select` chose, else EMA when kept)",
     )
-    parser.add_argument("--out", help="JSON path (default: CHECKPOINT with .eval.json)")
+    parser.add_argument(
+        "--out",
+        help="JSON path (default: CHECKPOINT with .eval.json; for model.onnx, FOLDERS-model.eval.json "
+        "in the working directory)",
+    )
     parser.add_argument(
         "--bins-figure",
         metavar="PNG",

@@ -231,3 +231,6 @@ def test_evaluate_refuses_what_an_exported_file_cannot_answer(exported, tiny_che
     assert "one set of weights" in capsys.readouterr().err
     assert main(["evaluate", str(exported["classifier"].path)]) == 2
     assert "from its checkpoint" in capsys.readouterr().err
+    # The figure's bins are cut in a classifier's features: refused before any image is drawn.
+    assert main(["evaluate", str(exported["cgan"].path), "--bins-figure", "bins.png"]) == 2
+    assert "needs a classifier" in capsys.readouterr().err

@@ -47,7 +47,7 @@ IC_STRENGTHS = {"strong": STRONG_IC, "weak": WEAK_IC}
 
 def default_metrics_path(checkpoint: Path, exported: bool = False) -> Path:
     """Beside the checkpoint; for an exported file, in the working directory under the file's
-    folder names (``fmnist-cgan-1.eval.json`` for ``fmnist-cgan/1/model.onnx``): nothing is
+    folder names (``fmnist-cgan-1-model.eval.json`` for ``fmnist-cgan/1/model.onnx``): nothing is
     written into a model repository that Triton reads."""
     if exported:
         parts = [p for p in checkpoint.resolve().parent.parts[-2:] if p != "/"]
@@ -224,11 +224,14 @@ def evaluate_gan(
     bins_figure: str | Path | None = None,
 ) -> dict[str, Any]:
     """Scores of a GAN checkpoint (and, at ``bins_figure``, a PNG of each class's least-drawn
-    real bin beside its most-drawn generated one: :func:`mode_bins_figure`). The IC is trained ``ic_repeats`` times (seeds 0, 1, …: its
-    split and initial weights) and reported as the mean, with each error beside it: one training
-    of the strong IC moves by ±1.5 points from seed to seed, as much as neighbouring epochs."""
+    real bin beside its most-drawn generated one: :func:`mode_bins_figure`). The IC is trained
+    ``ic_repeats`` times (seeds 0, 1, …: its split and initial weights) and reported as the mean,
+    with each error beside it: one training of the strong IC moves by ±1.5 points from seed to
+    seed, as much as neighbouring epochs."""
     if ic_repeats < 1:
         raise ValueError(f"--ic-repeats must be at least 1, got {ic_repeats}")
+    if bins_figure is not None and classifier_ckpt is None:
+        raise ValueError("the mode-bins figure needs a classifier (--classifier)")
     classifier = classifier_ckpt.classifier() if classifier_ckpt is not None else None
     reference = RealReference(splits, classifier, samples)
     result, generated = score_generator(ckpt, reference, weights)
@@ -264,8 +267,6 @@ def evaluate_gan(
 def _save_bins_figure(
     reference: RealReference, generated: GeneratedSamples, ckpt: Scored, path: Path
 ) -> None:
-    if reference.bins is None or generated.features is None:
-        raise ValueError("the mode-bins figure needs a classifier (--classifier)")
     scores = reference.bins.compare(generated.features, generated.classes)
     figure = mode_bins_figure(
         reference.bins,
