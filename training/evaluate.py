@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ganserve.errors import UsageError
+
 from .checkpoint import LoadedCheckpoint, load_checkpoint
 from .data import DataSplits, load_data
 from .distributed import single_process_device
@@ -231,7 +233,7 @@ def evaluate_gan(
     if ic_repeats < 1:
         raise ValueError(f"--ic-repeats must be at least 1, got {ic_repeats}")
     if bins_figure is not None and classifier_ckpt is None:
-        raise ValueError("the mode-bins figure needs a classifier (--classifier)")
+        raise UsageError("the mode-bins figure needs a classifier (--classifier)")
     classifier = classifier_ckpt.classifier() if classifier_ckpt is not None else None
     reference = RealReference(splits, classifier, samples)
     result, generated = score_generator(ckpt, reference, weights)
