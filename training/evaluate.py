@@ -114,6 +114,7 @@ class GeneratedSamples:
     images: torch.Tensor
     features: np.ndarray | None = None
     classes: np.ndarray | None = None
+    bins: ModeBins | None = None  # the classes against the reference's bins
 
 
 def score_generator(
@@ -160,8 +161,9 @@ def score_generator(
         ).as_dict(names),
         "real_vs_real": reference.manifold_floor.as_dict(names),
     }
+    bins = reference.bins.compare(fake_features, classes)
     result["mode_bins"] = {
-        "generated": reference.bins.compare(fake_features, classes).as_dict(names),
+        "generated": bins.as_dict(names),
         "real_vs_real": reference.bins_floor.as_dict(names),
     }
     counts = np.bincount(predicted, minlength=num_classes)
@@ -173,7 +175,7 @@ def score_generator(
         result["class_consistency_per_class"] = _per_class_consistency(
             fake_probs, requested, reference, names
         )
-    return result, GeneratedSamples(fake, fake_features, classes)
+    return result, GeneratedSamples(fake, fake_features, classes, bins)
 
 
 def score_truncation(
@@ -269,10 +271,9 @@ def evaluate_gan(
 def _save_bins_figure(
     reference: RealReference, generated: GeneratedSamples, ckpt: Scored, path: Path
 ) -> None:
-    scores = reference.bins.compare(generated.features, generated.classes)
     figure = mode_bins_figure(
         reference.bins,
-        scores,
+        generated.bins,
         reference.images.numpy(),
         reference.features,
         reference.labels,

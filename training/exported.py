@@ -7,13 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
 
-from ganserve.description import CLASS_WEIGHTS_INPUT, ModelDescription, scale_input
+from ganserve.description import ModelDescription
 from ganserve.errors import CheckpointError
+from ganserve.service.steering import Classes, model_inputs
 from ganserve.settings import dataclass_from_dict
 
 from .checkpoint import DataInfo
@@ -23,8 +23,8 @@ EXPORTED_WEIGHTS = "exported"
 
 
 class OnnxGenerator(nn.Module):
-    """``(z, labels) → images`` through ONNX Runtime, with every steering input neutral (one
-    class per image, every channel scale 1): the plain request of the service."""
+    """``(z, labels) → images`` through ONNX Runtime, fed as the service feeds a plain request
+    (:func:`~ganserve.service.steering.model_inputs`: one class per image, no channel edited)."""
 
     def __init__(self, path: Path, description: ModelDescription):
         super().__init__()
@@ -40,21 +40,10 @@ class OnnxGenerator(nn.Module):
         )
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        count = len(z)
-        feeds = {"z": z.detach().cpu().numpy().astype(np.float32)}
-        if self.conditional:
-            if labels is None:
-                raise ValueError("a conditional generator needs labels")
-            classes = labels.detach().cpu().numpy().astype(np.int64)
-            description = self.description
-            if description.label_input == CLASS_WEIGHTS_INPUT:
-                feeds[CLASS_WEIGHTS_INPUT] = np.eye(description.num_classes, dtype=np.float32)[
-                    classes
-                ]
-            else:
-                feeds[description.label_input] = classes
-        for layer, channels in self.description.editable_layers:
-            feeds[scale_input(layer)] = np.ones((count, channels), np.float32)
+        if self.conditional and labels is None:
+            raise ValueError("a conditional generator needs labels")
+        chosen = Classes(labels=None if labels is None else labels.detach().cpu().numpy())
+        feeds = model_inputs(self.description, z.detach().cpu().numpy(), chosen)
         (images,) = self.session.run(["image"], feeds)
         return torch.from_numpy(images).to(self.device_marker.device)
 

@@ -259,7 +259,7 @@ def mean_pairwise_distance(vectors: torch.Tensor | np.ndarray) -> float:
     return float(torch.pdist(x).mean())
 
 
-def _by_class_name(per_class: dict[int, Any], class_names: tuple[str, ...] | None) -> dict:
+def by_class_name(per_class: dict[int, Any], class_names: tuple[str, ...] | None) -> dict:
     """``per_class`` keyed by class name (by the class index as text without names)."""
     return {(class_names[k] if class_names else str(k)): v for k, v in per_class.items()}
 
@@ -302,7 +302,7 @@ class Diversity:
 
     def as_dict(self, class_names: tuple[str, ...] | None = None) -> dict:
         return {
-            "per_class": _by_class_name(self.per_class, class_names),
+            "per_class": by_class_name(self.per_class, class_names),
             "min": self.minimum,
             "mean": self.mean,
         }
@@ -379,7 +379,7 @@ class ManifoldScores:
     def as_dict(self, class_names: tuple[str, ...] | None = None) -> dict:
         return {
             "nearest_k": self.nearest_k,
-            "per_class": _by_class_name(self.per_class, class_names),
+            "per_class": by_class_name(self.per_class, class_names),
             "min_recall": self.minimum("recall"),
             "min_coverage": self.minimum("coverage"),
         }

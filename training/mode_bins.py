@@ -18,6 +18,7 @@ from PIL import Image
 from scipy import stats
 from sklearn.cluster import KMeans
 
+from .metrics import by_class_name
 from .monitor import image_grid
 
 BINS_PER_CLASS = 10  # ~100 real images a bin at 1,000 a class: enough for the z-test's normal law
@@ -34,7 +35,6 @@ class ClassBinScores:
     reference_share: np.ndarray
     share: np.ndarray
     direction: np.ndarray
-    count: int
 
     @property
     def different(self) -> int:
@@ -95,10 +95,7 @@ class ModeBins:
         return sum(len(s.reference_share) for s in self.per_class.values() if s is not None)
 
     def as_dict(self, class_names: tuple[str, ...] | None = None) -> dict[str, Any]:
-        per_class = {
-            (class_names[k] if class_names else str(k)): (None if s is None else s.as_dict())
-            for k, s in self.per_class.items()
-        }
+        per_class = {k: None if s is None else s.as_dict() for k, s in self.per_class.items()}
         present = [s for s in self.per_class.values() if s is not None]
         return {
             "different_bins": self.different,
@@ -107,7 +104,7 @@ class ModeBins:
             "mean_js_divergence": float(np.mean([s.js_divergence for s in present]))
             if present
             else 0.0,
-            "per_class": per_class,
+            "per_class": by_class_name(per_class, class_names),
         }
 
 
@@ -125,7 +122,6 @@ class ClassBins:
         bins_per_class: int = BINS_PER_CLASS,
         seed: int = 0,
     ):
-        self.bins_per_class = bins_per_class
         self.means: dict[int, KMeans] = {}
         self.reference: dict[int, tuple[np.ndarray, int]] = {}
         features, classes = np.asarray(features, np.float64), np.asarray(classes)
@@ -158,7 +154,7 @@ class ClassBins:
             counts = np.bincount(self.assign(k, rows), minlength=len(reference_share))
             share = counts / len(rows)
             direction = _different_proportions(share, len(rows), reference_share, reference_count)
-            per_class[k] = ClassBinScores(reference_share, share, direction, len(rows))
+            per_class[k] = ClassBinScores(reference_share, share, direction)
         return ModeBins(per_class)
 
 
