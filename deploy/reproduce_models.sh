@@ -42,7 +42,8 @@ JUDGE="$RUNS/fmnist-judge/checkpoints/epoch_0016.pt"
 # own batch-norm statistics); every epoch kept for `ganserve select`.
 ganserve train --family dcgan --conditional true --latent-dim 100 --width 1.0 --d-width 1.0 \
     --d-conditioning projection --real-target 0.9 --ema-decay 0.999 --epochs "$CGAN_EPOCHS" \
-    --lr-decay-start "$CGAN_DECAY_START" --checkpoint-every 1 --weak-ic-every 5 --out "$RUNS/fmnist-cgan"
+    --lr-decay-start "$CGAN_DECAY_START" --checkpoint-every 1 --weak-ic-every 5 --stop-on-collapse 10 \
+    --out "$RUNS/fmnist-cgan"
 # The studies' small latents: 2-D (the class-map plane), 3-D and 4-D (cube sections).
 for d in 2 3 4; do
     epochs_var=EPOCHS_${d}D decay_var=DECAY_START_${d}D width_var=WIDTH_${d}D

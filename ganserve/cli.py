@@ -79,7 +79,7 @@ def _saved_train_overrides(saved, args: argparse.Namespace) -> dict:
     # The epoch target and the learning rate's tail say how a run goes on from here, not how
     # the saved epochs went: a resumed run may be given a longer course or a decay to end on.
     changeable = {"epochs", "lr_decay_start", "out", "checkpoint_every", "progress", "threads",
-                  "mode_seeking", "mode_seeking_start"}  # fmt: skip
+                  "mode_seeking", "mode_seeking_start", "stop_on_collapse"}  # fmt: skip
     return {
         f.name: getattr(saved, f.name)
         for f in dataclasses.fields(saved)

@@ -17,3 +17,10 @@ class CheckpointError(GanserveError, ValueError):
 
 class UsageError(GanserveError, ValueError):
     """A command was given contradictory or missing options."""
+
+
+class TrainingStopped(GanserveError):
+    """A training run stopped itself because going on would waste its time (a class collapsed);
+    the message says why and where its last checkpoint is."""
+
+    exit_code = 3

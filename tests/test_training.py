@@ -11,7 +11,7 @@ from PIL import Image
 
 from ganserve.cli import main
 from ganserve.training.checkpoint import load_checkpoint
-from ganserve.training.monitor import BalanceWatch
+from ganserve.training.monitor import BalanceWatch, CollapseWatch
 
 FAST = ["--width", "0.25", "--epochs", "1", "--batch-size", "64", "--progress", "false"]
 
@@ -433,6 +433,42 @@ def test_balance_watch_warns_only_after_patience():
     message = watch.update(3, 0.05, 5.0)
     assert message and "discriminator is winning" in message
     assert watch.update(4, 0.6, 1.0) is None and watch.streak == 0
+
+
+def test_collapse_watch_stops_only_after_patience_epochs_in_a_row(caplog):
+    watch = CollapseWatch(0.5, patience=3)
+    assert not watch.update(1, 0.3, 5) and not watch.update(2, 0.4, 5)
+    assert not watch.update(3, 0.6, 5) and watch.streak == 0  # an early dip that came back
+    assert not watch.update(4, 0.1, 8) and not watch.update(5, 0.1, 8)
+    assert watch.update(6, 0.1, 8) and watch.streak == 3
+    warnings = [r.message for r in caplog.records if "ignoring its latent" in r.message]
+    assert len(warnings) == 5 and "(class 8)" in warnings[-1]
+    assert "3 epochs in a row" in warnings[-1]
+    never = CollapseWatch(0.5, patience=0)
+    assert not any(never.update(epoch, 0.0, 0) for epoch in range(1, 50))
+
+
+def test_a_collapsed_run_stops_keeps_its_checkpoint_and_resumes(tmp_path, idx_dir, capsys):
+    """A class below the bound for --stop-on-collapse epochs ends the run with exit 3 and its last
+    epoch saved (even between --checkpoint-every), the streak carried by the checkpoint."""
+    flags = [
+        "train", "--data", str(idx_dir), "--out", str(tmp_path), *FAST, "--subset", "128",
+        "--family", "dcgan", "--conditional", "true", "--latent-dim", "8", "--weak-ic-every", "0",
+        "--checkpoint-every", "5", "--diversity-warning", "2.0",  # a bound no generator reaches
+    ]  # fmt: skip
+    assert main([*flags, "--epochs", "4", "--stop-on-collapse", "2"]) == 3
+    assert "stopped after epoch 2" in capsys.readouterr().err
+    stopped = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert stopped.epoch == 2 and stopped.raw["collapse_streak"] == 2
+    assert (tmp_path / "checkpoints" / "epoch_0002.pt").exists()
+    assert len(list(csv.DictReader((tmp_path / "history.csv").open()))) == 2
+    resume = ["--resume", str(tmp_path / "checkpoints" / "epoch_0002.pt")]
+    # The streak goes on from 2: a patience of 3 stops after one more epoch...
+    assert main([*flags, *resume, "--epochs", "4", "--stop-on-collapse", "3"]) == 3
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt").epoch == 3
+    # ...and 0 trains on regardless.
+    assert main([*flags, *resume, "--epochs", "4", "--stop-on-collapse", "0"]) == 0
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt").epoch == 4
 
 
 def test_ema_decay_warms_up_before_reaching_its_target():

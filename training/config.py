@@ -200,6 +200,14 @@ class TrainConfig:
             "below this (collapse onto the label)"
         },
     )
+    stop_on_collapse: int = field(
+        default=0,
+        metadata={
+            "help": "stop the run (checkpoint kept, exit 3) once a class's pixel diversity has "
+            "stayed below --diversity-warning for this many epochs in a row (0 = never); a healthy "
+            "run's early dip lasts up to 5 epochs, a collapsed class does not come back"
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
     def lr_factor_at(self, epoch: int) -> float:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ganserve.errors import CheckpointError
+from ganserve.errors import CheckpointError, TrainingStopped
 from ganserve.latents import latents_from_seeds
 
 from .augment import shift_and_flip
@@ -33,7 +33,7 @@ from .data import DataSplits
 from .distributed import from_environment
 from .metrics import WEAK_IC, Diversity, independent_classifier_test, within_class_diversity
 from .models import Generator, build_classifier, build_gan, count_parameters
-from .monitor import BalanceWatch, LossHistory, image_grid
+from .monitor import BalanceWatch, CollapseWatch, LossHistory, image_grid
 
 log = logging.getLogger(__name__)
 GRID_SEEDS = 16  # the studies' 4×4 grid of fixed latent points
@@ -263,6 +263,7 @@ class GANTrainer(_Trainer):
         )
         self.ema_steps = 0
         self.balance = BalanceWatch(train.healthy_d_loss, train.balance_patience)
+        self.collapse = CollapseWatch(train.diversity_warning, train.stop_on_collapse)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _states(self) -> dict[str, Any]:
@@ -273,6 +274,7 @@ class GANTrainer(_Trainer):
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
             "balance_streak": self.balance.streak,
+            "collapse_streak": self.collapse.streak,
             "ema_steps": self.ema_steps,
         }
 
@@ -284,6 +286,7 @@ class GANTrainer(_Trainer):
         self.opt_g.load_state_dict(raw["opt_g"])
         self.opt_d.load_state_dict(raw["opt_d"])
         self.balance.streak = raw.get("balance_streak", 0)
+        self.collapse.streak = raw.get("collapse_streak", 0)
         self.ema_steps = raw.get("ema_steps", 0)
 
     # -- monitoring --------------------------------------------------------------------------
@@ -468,6 +471,32 @@ class GANTrainer(_Trainer):
         row.update(seconds=seconds, images_per_s=seen / seconds if seconds else 0.0)
         return row
 
+    def _monitor_epoch(self, row: dict[str, Any], lr: float) -> bool:
+        """Rank 0's end of an epoch: diversity, the weak IC, history, grid, balance and the log
+        line; True when a class has stayed collapsed for ``stop_on_collapse`` epochs."""
+        row["epoch"] = self.epoch
+        self.refresh_ema_statistics()
+        diversity = self.pixel_diversity()
+        row["diversity_min"], row["diversity_mean"] = diversity.minimum, diversity.mean
+        self.metrics["pixel_diversity_min"] = diversity.minimum
+        worst = min(diversity.per_class, key=lambda k: diversity.per_class[k] or 0.0)
+        collapsed = self.collapse.update(self.epoch, diversity.minimum, worst)
+        if self.cfg.weak_ic_every and self.epoch % self.cfg.weak_ic_every == 0:
+            row["weak_ic_error"] = self.weak_ic_error()
+            self.metrics["weak_ic_error"] = row["weak_ic_error"]
+        self.history.append(row)
+        self.save_grid()
+        self.balance.update(self.epoch, row["d_loss"], row["g_loss"])
+        log.info(
+            "epoch %d: D %.3f G %.3f D(x) %.2f D(G(z)) %.2f, diversity min %.2f mean %.2f, "
+            "%.0f img/s%s%s",
+            self.epoch, row["d_loss"], row["g_loss"], row["d_real"], row["d_fake"],
+            row["diversity_min"], row["diversity_mean"], row["images_per_s"],
+            f", weak IC error {row['weak_ic_error']:.1%}" if "weak_ic_error" in row else "",
+            f", lr {lr:.2e}" if lr != self.cfg.lr else "",
+        )  # fmt: skip
+        return collapsed
+
     def fit(self, resume: str | Path | None = None) -> Path:
         if resume:
             self.resume(resume)
@@ -489,36 +518,21 @@ class GANTrainer(_Trainer):
             self._set_lr(lr, self.opt_g, self.opt_d)
             row = self.train_epoch()
             self.epoch += 1
-            if not self.dist.is_main:  # rank 0 alone monitors and writes
-                continue
-            row["epoch"] = self.epoch
-            self.refresh_ema_statistics()
-            diversity = self.pixel_diversity()
-            row["diversity_min"], row["diversity_mean"] = diversity.minimum, diversity.mean
-            self.metrics["pixel_diversity_min"] = diversity.minimum
-            if diversity.minimum < self.cfg.diversity_warning:
-                worst = min(diversity.per_class, key=lambda k: diversity.per_class[k] or 0.0)
-                log.warning(
-                    "epoch %d: within-class diversity %.2f (class %d) is below %.2f of real: "
-                    "the generator is ignoring its latent",
-                    self.epoch, diversity.minimum, worst, self.cfg.diversity_warning,
-                )  # fmt: skip
-            if self.cfg.weak_ic_every and self.epoch % self.cfg.weak_ic_every == 0:
-                row["weak_ic_error"] = self.weak_ic_error()
-                self.metrics["weak_ic_error"] = row["weak_ic_error"]
-            self.history.append(row)
-            self.save_grid()
-            self.balance.update(self.epoch, row["d_loss"], row["g_loss"])
-            log.info(
-                "epoch %d: D %.3f G %.3f D(x) %.2f D(G(z)) %.2f, diversity min %.2f mean %.2f, "
-                "%.0f img/s%s%s",
-                self.epoch, row["d_loss"], row["g_loss"], row["d_real"], row["d_fake"],
-                row["diversity_min"], row["diversity_mean"], row["images_per_s"],
-                f", weak IC error {row['weak_ic_error']:.1%}" if "weak_ic_error" in row else "",
-                f", lr {lr:.2e}" if lr != self.cfg.lr else "",
-            )  # fmt: skip
-            if self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs:
-                last = self.save()
+            collapsed = False
+            if self.dist.is_main:  # rank 0 alone monitors and writes
+                collapsed = self._monitor_epoch(row, lr)
+                scheduled = self.epoch % self.cfg.checkpoint_every == 0
+                if collapsed or scheduled or self.epoch == self.cfg.epochs:
+                    last = self.save()
+            if self.cfg.stop_on_collapse and self.dist.sum([float(collapsed)])[0]:
+                raise TrainingStopped(
+                    f"stopped after epoch {self.epoch}: a class's within-class pixel diversity "
+                    f"stayed below {self.cfg.diversity_warning} of real for "
+                    f"{self.cfg.stop_on_collapse} epochs in a row (the generator draws it as one "
+                    f"picture; the warnings above name it, grids/ shows it). Its checkpoint: "
+                    f"{self.run_dir / 'checkpoints' / 'last.pt'}; --resume it with "
+                    "--stop-on-collapse 0 to train on regardless"
+                )
         return self._last_checkpoint(last)
 
 
