@@ -83,7 +83,7 @@ TINY = [
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory, idx_dir) -> dict[str, Path]:
     """One-epoch checkpoints: conditional generators (label at the input, in the batch norms, in
-    both), a 2-D latent generator and a classifier."""
+    both; one with a full-resolution block), a 2-D latent generator and a classifier."""
     from ganserve.cli import main
 
     root = tmp_path_factory.mktemp("checkpoints")
@@ -94,6 +94,8 @@ def tiny_checkpoints(tmp_path_factory, idx_dir) -> dict[str, Path]:
         "cgan-cbn": [*conditional_6d, "--g-conditioning", "batchnorm"],
         # Both: joined to z and in every batch norm.
         "cgan-both": [*conditional_6d, "--g-conditioning", "both"],
+        # A G block at the image's full resolution before the output conv.
+        "cgan-fullres": [*conditional_6d, "--g-full-res-channels", "16"],
         "gen2d": ["--family", "dcgan", "--latent-dim", "2"],
         "classifier": ["--family", "classifier", "--epochs", "2"],
     }

@@ -53,7 +53,9 @@ def test_generator_io_names_and_dynamic_batch(exported):
         assert image.shape == (batch, 1, 28, 28) and image.min() >= -1 and image.max() <= 1
 
 
-@pytest.mark.parametrize("name", ["cgan", "cgan-cbn", "cgan-both", "gen2d", "classifier"])
+@pytest.mark.parametrize(
+    "name", ["cgan", "cgan-cbn", "cgan-both", "cgan-fullres", "gen2d", "classifier"]
+)
 def test_every_output_matches_pytorch_at_batch_1_and_64(exported, tiny_checkpoints, name):
     report = exported[name]
     assert set(report.max_abs_diff) == {1, 64} and max(report.max_abs_diff.values()) <= MAX_ABS_DIFF

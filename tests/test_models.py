@@ -237,6 +237,26 @@ def test_minibatch_std_lets_the_discriminator_see_a_batch_without_variety(family
         torch.testing.assert_close(plain(varied, labels)[0], plain(alike, labels)[0])
 
 
+def test_full_resolution_block_draws_the_image_from_28x28_maps():
+    cfg = ModelConfig(family=Family.DCGAN, conditional=True, latent_dim=4, width=0.5,
+                      g_conditioning=GConditioning.BOTH, g_full_res_channels=32)  # fmt: skip
+    g, _ = build_gan(cfg)
+    plain, _ = build_gan(dataclasses.replace(cfg, g_full_res_channels=0))
+    assert g.layer_names == [*plain.layer_names[:-1], "deconv3", "image"]
+    with torch.no_grad():
+        *_, maps, image = g.eval().forward_with_activations(torch.zeros(3, 4), torch.arange(3))
+    assert maps.shape == (3, 16, 28, 28) and image.shape == (3, 1, 28, 28)  # 32 maps × width 0.5
+    assert float(image.abs().max()) <= 1.0
+    # The image comes from a plain conv that sees 28×28 maps, not from a transposed conv at 14×14.
+    assert type(g.body.blocks["image"][0]) is torch.nn.Conv2d
+    assert type(plain.body.blocks["image"][0]) is torch.nn.ConvTranspose2d
+    for family in (Family.MLP, Family.DCGAN_RGB):
+        with pytest.raises(ValueError, match="dcgan family"):
+            build_gan(
+                ModelConfig(family=family, latent_dim=2, image_size=32, g_full_res_channels=8)
+            )
+
+
 def test_minibatch_std_feature_is_each_groups_spread_and_zero_for_copies():
     layer = MinibatchStdDev(4)
     copies = torch.rand(1, 2, 3, 3).expand(8, -1, -1, -1)

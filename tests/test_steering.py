@@ -80,10 +80,11 @@ def _pytorch_edited(generator, feeds, layers):
 @pytest.fixture(scope="module")
 def steerable_graphs(tiny_repo, tiny_checkpoints, tmp_path_factory):
     """The ONNX graph of each conditional generator: the served one (label at the input), one
-    whose label sets every batch norm's gain and shift, and one with the label in both places."""
+    whose label sets every batch norm's gain and shift, one with the label in both places, and one
+    with a block at full resolution (a fourth editable layer)."""
     out = tmp_path_factory.mktemp("steerable")
     graphs = {"cgan": tiny_repo / "cgan" / "1" / "model.onnx"}
-    for name in ("cgan-cbn", "cgan-both"):
+    for name in ("cgan-cbn", "cgan-both", "cgan-fullres"):
         graphs[name] = export_onnx(
             tiny_checkpoints[name], name, out / f"{name}.onnx", fp16=False
         ).path
@@ -91,12 +92,14 @@ def steerable_graphs(tiny_repo, tiny_checkpoints, tmp_path_factory):
 
 
 @pytest.mark.parametrize("batch", [1, 64])
-@pytest.mark.parametrize("name", ["cgan", "cgan-cbn", "cgan-both"])
+@pytest.mark.parametrize("name", ["cgan", "cgan-cbn", "cgan-both", "cgan-fullres"])
 def test_edited_and_blended_outputs_match_pytorch(steerable_graphs, tiny_checkpoints, name, batch):
     description = read_description(steerable_graphs[name])
     feeds = example_inputs(description, batch, seed=5, steered=True)
     assert (feeds[scale_input("deconv1")] == 0).any() and (feeds[CLASS_WEIGHTS_INPUT] < 1).all()
-    expected = _pytorch_edited(load_checkpoint(tiny_checkpoints[name]).generator(), feeds, EDITED)
+    editable = [layer for layer, _ in description.editable_layers]
+    assert editable == ([*EDITED, "deconv3"] if name == "cgan-fullres" else EDITED)
+    expected = _pytorch_edited(load_checkpoint(tiny_checkpoints[name]).generator(), feeds, editable)
     session = ort.InferenceSession(str(steerable_graphs[name]), providers=["CPUExecutionProvider"])
     got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
     for layer, value in zip(description.layer_names, expected, strict=True):

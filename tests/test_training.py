@@ -35,6 +35,7 @@ PROJECTION = ["--family", "dcgan", "--conditional", "true", "--d-conditioning", 
         [*PROJECTION, "--d-spectral-norm", "true", "--loss", "hinge"],
         [*PROJECTION, "--d-minibatch-std", "4"],
         [*PROJECTION, "--g-conditioning", "batchnorm", "--ema-decay", "0.99"],
+        [*PROJECTION, "--g-conditioning", "both", "--g-full-res-channels", "32"],
     ],
     ids=[
         "mlp",
@@ -45,6 +46,7 @@ PROJECTION = ["--family", "dcgan", "--conditional", "true", "--d-conditioning", 
         "dcgan-projection-sn-hinge",
         "dcgan-projection-minibatch-std",
         "dcgan-projection-conditional-batchnorm-ema",
+        "dcgan-projection-both-full-resolution",
     ],
 )
 def test_one_epoch_of_each_family_on_idx_data(tmp_path, idx_dir, flags):

@@ -107,6 +107,14 @@ class ModelConfig:
             "logit (Karras et al. 2018; 0 = off, 4 = theirs): D sees each group's variety"
         },
     )
+    g_full_res_channels: int = field(
+        default=0,
+        metadata={
+            "help": "dcgan: feature maps (scaled by --width) of one more G block, at the image's "
+            "full resolution, from which a 5×5 conv draws the image (0 = the studies' G: its last "
+            "transposed conv draws the 28×28 image straight from 14×14 features)"
+        },
+    )
     classifier_arch: ClassifierArch = field(
         default=ClassifierArch.SMALL, metadata={"help": "classifier family: small or vgg"}
     )

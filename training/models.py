@@ -299,6 +299,27 @@ def _mlp_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
     return NamedBlocks(g_blocks), NamedBlocks(d_blocks)
 
 
+def _dcgan28_output_blocks(cfg: ModelConfig, c3: int) -> list[tuple[str, nn.Module]]:
+    """14×14 features → the 28×28 image: the studies' one transposed conv, or with
+    ``g_full_res_channels`` a block at full resolution (transposed conv, batch norm, activation)
+    and a 5×5 conv over its maps, so that fine detail is drawn by a layer that sees 28×28."""
+    if not cfg.g_full_res_channels:
+        upsample = nn.ConvTranspose2d(c3, cfg.channels, 5, 2, 2, output_padding=1)
+        return [("image", nn.Sequential(upsample, nn.Tanh()))]
+    c4 = _scaled(cfg.g_full_res_channels, cfg.width)
+    return [
+        (
+            "deconv3",
+            nn.Sequential(
+                nn.ConvTranspose2d(c3, c4, 5, 2, 2, output_padding=1, bias=False),
+                nn.BatchNorm2d(c4),
+                _g_activation(cfg),
+            ),
+        ),
+        ("image", nn.Sequential(nn.Conv2d(c4, cfg.channels, 5, 1, 2), nn.Tanh())),
+    ]
+
+
 def _dcgan28_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
     if cfg.image_size != 28:
         raise ValueError(
@@ -333,12 +354,7 @@ def _dcgan28_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
                     _g_activation(cfg),
                 ),
             ),
-            (
-                "image",
-                nn.Sequential(
-                    nn.ConvTranspose2d(c3, cfg.channels, 5, 2, 2, output_padding=1), nn.Tanh()
-                ),
-            ),
+            *_dcgan28_output_blocks(cfg, c3),
         ]
     )
     d1, d2 = _scaled(64, _d_width(cfg)), _scaled(128, _d_width(cfg))
@@ -430,6 +446,8 @@ def build_gan(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
     }
     if cfg.family not in builders:
         raise ValueError(f"{cfg.family.value} is not a GAN family")
+    if cfg.g_full_res_channels and cfg.family is not Family.DCGAN:
+        raise ValueError("--g-full-res-channels is for the 28×28 dcgan family")
     g_body, d_body = builders[cfg.family](cfg)
     if _label_in_g_batchnorm(cfg):
         g_body = condition_batchnorms_on_label(g_body, cfg.num_classes)
