@@ -299,23 +299,31 @@ def _mlp_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
     return NamedBlocks(g_blocks), NamedBlocks(d_blocks)
 
 
+def _g_block(cfg: ModelConfig, conv: nn.ConvTranspose2d) -> nn.Sequential:
+    """A G block: ``conv``, batch norm over its maps, G's activation."""
+    return nn.Sequential(conv, nn.BatchNorm2d(conv.out_channels), _g_activation(cfg))
+
+
+def _same_deconv5(
+    in_channels: int, out_channels: int, stride: int, bias: bool = False
+) -> nn.ConvTranspose2d:
+    """The studies' 5×5 transposed conv with TF "same" padding: padding 2, and output padding 1
+    at stride 2 (the output is ``stride`` times the input's side)."""
+    return nn.ConvTranspose2d(
+        in_channels, out_channels, 5, stride, 2, output_padding=stride - 1, bias=bias
+    )
+
+
 def _dcgan28_output_blocks(cfg: ModelConfig, c3: int) -> list[tuple[str, nn.Module]]:
     """14×14 features → the 28×28 image: the studies' one transposed conv, or with
     ``g_full_res_channels`` a block at full resolution (transposed conv, batch norm, activation)
     and a 5×5 conv over its maps, so that fine detail is drawn by a layer that sees 28×28."""
     if not cfg.g_full_res_channels:
-        upsample = nn.ConvTranspose2d(c3, cfg.channels, 5, 2, 2, output_padding=1)
+        upsample = _same_deconv5(c3, cfg.channels, stride=2, bias=True)
         return [("image", nn.Sequential(upsample, nn.Tanh()))]
     c4 = _scaled(cfg.g_full_res_channels, cfg.width)
     return [
-        (
-            "deconv3",
-            nn.Sequential(
-                nn.ConvTranspose2d(c3, c4, 5, 2, 2, output_padding=1, bias=False),
-                nn.BatchNorm2d(c4),
-                _g_activation(cfg),
-            ),
-        ),
+        ("deconv3", _g_block(cfg, _same_deconv5(c3, c4, stride=2))),
         ("image", nn.Sequential(nn.Conv2d(c4, cfg.channels, 5, 1, 2), nn.Tanh())),
     ]
 
@@ -326,7 +334,6 @@ def _dcgan28_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
             f"the dcgan family is for 28×28 images, got {cfg.image_size}; use dcgan-rgb"
         )
     c1, c2, c3 = (_scaled(c, cfg.width) for c in (256, 128, 64))
-    # TF "same" padding for a 5×5 transposed conv: padding 2, and output_padding 1 at stride 2.
     g = NamedBlocks(
         [
             (
@@ -338,22 +345,8 @@ def _dcgan28_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
                     _g_activation(cfg),
                 ),
             ),
-            (
-                "deconv1",
-                nn.Sequential(
-                    nn.ConvTranspose2d(c1, c2, 5, 1, 2, bias=False),
-                    nn.BatchNorm2d(c2),
-                    _g_activation(cfg),
-                ),
-            ),
-            (
-                "deconv2",
-                nn.Sequential(
-                    nn.ConvTranspose2d(c2, c3, 5, 2, 2, output_padding=1, bias=False),
-                    nn.BatchNorm2d(c3),
-                    _g_activation(cfg),
-                ),
-            ),
+            ("deconv1", _g_block(cfg, _same_deconv5(c1, c2, stride=1))),
+            ("deconv2", _g_block(cfg, _same_deconv5(c2, c3, stride=2))),
             *_dcgan28_output_blocks(cfg, c3),
         ]
     )
@@ -404,10 +397,8 @@ def _dcgan_rgb_pair(cfg: ModelConfig) -> tuple[NamedBlocks, NamedBlocks]:
         g_blocks.append(
             (
                 f"up{i + 1}",
-                nn.Sequential(
-                    nn.ConvTranspose2d(channels[i], channels[i + 1], 4, 2, 1, bias=False),
-                    nn.BatchNorm2d(channels[i + 1]),
-                    _g_activation(cfg),
+                _g_block(
+                    cfg, nn.ConvTranspose2d(channels[i], channels[i + 1], 4, 2, 1, bias=False)
                 ),
             )
         )
