@@ -402,7 +402,7 @@ SERVING_ONLY = ("grpc", "tritonclient", "onnx", "onnxruntime", "google.protobuf"
 
 def test_training_runs_where_only_the_training_packages_are(tmp_path, idx_dir):
     """A GPU training machine may have torch but not grpcio, tritonclient or onnx: `ganserve train`
-    works there, and a command that needs the missing packages says which instead of crashing."""
+    and `ganserve evaluate` of a checkpoint work there, and a command that needs the missing packages says which instead of crashing."""
     blocked = (
         "import sys\n"
         f"for name in {SERVING_ONLY!r}: sys.modules[name] = None\n"
@@ -415,7 +415,12 @@ def test_training_runs_where_only_the_training_packages_are(tmp_path, idx_dir):
     trained = run("train", "--data", str(idx_dir), "--out", str(tmp_path / "gan"), *FAST,
                   "--subset", "64", "--weak-ic-every", "0")  # fmt: skip
     assert trained.returncode == 0, trained.stderr
-    assert load_checkpoint(tmp_path / "gan" / "checkpoints" / "last.pt").epoch == 1
+    last = tmp_path / "gan" / "checkpoints" / "last.pt"
+    assert load_checkpoint(last).epoch == 1
+    scored = run("evaluate", str(last), "--ic", "none", "--samples", "64",
+                 "--out", str(tmp_path / "scores.json"))  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads((tmp_path / "scores.json").read_text())["samples"] == 64
     refused = run("loadtest", "--model", "x")
     assert refused.returncode == 2
     assert "needs the grpc package" in refused.stderr and "Traceback" not in refused.stderr

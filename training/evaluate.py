@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -21,7 +21,6 @@ from ganserve.errors import UsageError
 from .checkpoint import LoadedCheckpoint, load_checkpoint
 from .data import DataSplits, load_data
 from .distributed import single_process_device
-from .exported import ExportedGenerator, load_exported
 from .metrics import (
     STRONG_IC,
     WEAK_IC,
@@ -42,8 +41,12 @@ from .metrics import (
 from .mode_bins import ClassBins, ModeBins, mode_bins_figure
 from .models import Classifier
 
+if TYPE_CHECKING:  # scoring a checkpoint needs neither ONNX Runtime nor the service's protos
+    from .exported import ExportedGenerator
+
+    Scored = LoadedCheckpoint | ExportedGenerator  # a checkpoint, or a generator as exported
+
 log = logging.getLogger(__name__)
-Scored = LoadedCheckpoint | ExportedGenerator  # a checkpoint, or a generator as exported
 IC_STRENGTHS = {"strong": STRONG_IC, "weak": WEAK_IC}
 
 
@@ -335,7 +338,12 @@ def evaluate(
     split and write the JSON report."""
     checkpoint = Path(checkpoint)
     exported = checkpoint.suffix == ".onnx"
-    ckpt = load_exported(checkpoint) if exported else load_checkpoint(checkpoint)
+    if exported:
+        from .exported import load_exported
+
+        ckpt = load_exported(checkpoint)
+    else:
+        ckpt = load_checkpoint(checkpoint)
     splits = full_splits(ckpt)
     if ckpt.kind == "classifier":
         result = evaluate_classifier(ckpt, splits)
