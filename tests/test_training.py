@@ -402,7 +402,8 @@ SERVING_ONLY = ("grpc", "tritonclient", "onnx", "onnxruntime", "google.protobuf"
 
 def test_training_runs_where_only_the_training_packages_are(tmp_path, idx_dir):
     """A GPU training machine may have torch but not grpcio, tritonclient or onnx: `ganserve train`
-    and `ganserve evaluate` of a checkpoint work there, and a command that needs the missing packages says which instead of crashing."""
+    and `ganserve evaluate` of a checkpoint work there, and a command that needs the missing
+    packages says which instead of crashing."""
     blocked = (
         "import sys\n"
         f"for name in {SERVING_ONLY!r}: sys.modules[name] = None\n"
