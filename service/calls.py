@@ -17,9 +17,10 @@ once the error is let go: ``context.abort`` inside the error's handling chained 
 state, a reference cycle that kept each failed ClassMap's arrays until Python's cycle collector
 ran.
 
-The HTTP/JSON face passes the same gate (its calls labelled transport="http") with requests it
-has parsed itself: without a ``parse`` the gate admits the given request, and an error ends in the
-face context's ``abort`` (which raises the face's own exception) rather than a gRPC status.
+The HTTP/JSON face passes the same gate (its calls labelled transport="http") in the same order:
+its context's ``read`` reads and parses the JSON body only once the call is admitted (the gate
+is given no ``parse``: what the face reads is the request), and an error ends in the face
+context's ``abort`` (which raises the face's own exception) rather than a gRPC status.
 
 One wrapper, made when the servicer is built, rather than a chain of server interceptors: an
 interceptor runs on every call and builds a new handler each time (measured: two interceptors cost
@@ -101,12 +102,13 @@ class CallGate:
         parse: Parse | None = None,
         transport: str = "grpc",
     ) -> Callable:
-        """``parse`` given (gRPC): ``guarded(requests, context)`` reads the one message itself once
-        the call is admitted; None: ``guarded(request, context)`` with a request already parsed."""
+        """``guarded(_, context)``: once the call is admitted, ``context.read()`` gives the one
+        request message, as bytes for ``parse`` (gRPC) or, without one, the request itself (the
+        HTTP face's context reads and parses its body)."""
 
-        async def guarded(request, context):
+        async def guarded(_, context):
             async with _Call(self, method, transport, context, parse) as call:
-                request = await call.admit(request)
+                request = await call.admit()
                 response = await handler(request, context)
                 self.count_images(request, response)
                 return response
@@ -126,9 +128,9 @@ class CallGate:
         parse: Parse | None = None,
         transport: str = "grpc",
     ) -> Callable:
-        async def guarded(request, context):
+        async def guarded(_, context):
             async with _Call(self, method, transport, context, parse) as call:
-                request = await call.admit(request)
+                request = await call.admit()
                 async for item in handler(request, context):
                     self.count_images(request, item)
                     yield item
@@ -174,7 +176,7 @@ def protobuf_parser(request_type) -> Parse:
 
 
 class _Call:
-    """One call through the gate: admitted and read by ``read``, counted and mapped to a status
+    """One call through the gate: admitted and read by ``admit``, counted and mapped to a status
     on exit (where an error is turned into the call's status and suppressed)."""
 
     __slots__ = (
@@ -197,8 +199,8 @@ class _Call:
     async def __aenter__(self) -> _Call:
         return self
 
-    async def admit(self, request):
-        """Admit the call; then (gRPC) read its one request message and parse it."""
+    async def admit(self):
+        """Admit the call; then read its one request message (and parse it, given ``parse``)."""
         gate, method, context = self.gate, self.method, self.context
         if gate.token is not None and not gate.token.admits(context.invocation_metadata()):
             raise Unauthenticated(WRONG_TOKEN)
@@ -212,12 +214,10 @@ class _Call:
         self.metrics[0].inc()
         self.started = time.perf_counter()
         self.admitted = True
-        if self.parse is None:
-            return request
         raw = await context.read()
         if raw is grpc.aio.EOF:
             raise InvalidArgument("request", "the call carried no request message")
-        return self.parse(raw)
+        return raw if self.parse is None else self.parse(raw)
 
     async def __aexit__(self, kind, error, traceback) -> bool:
         gate, method = self.gate, self.method
@@ -238,7 +238,7 @@ class _Call:
             if gate.in_flight == 0:
                 gate._idle.set()
         if isinstance(error, Exception):  # mapped to a status, never a traceback
-            if self.parse is None:  # another face: its context raises its own exception
+            if self.transport != "grpc":  # another face: its context raises its own exception
                 await self.context.abort(code, message)
             self.status = (code, message)  # sent by the wrapper once the error is let go
             return True

@@ -63,6 +63,12 @@ class Overloaded(ServiceError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class RequestTooLarge(ServiceError):
+    """A request body over the size limit (gRPC answers an oversized message with this code too)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class BackendUnavailable(ServiceError):
     """The inference engine (Triton) cannot be reached; the service recovers when it returns."""
 

@@ -30,7 +30,7 @@ from google.protobuf.message import Message
 from google.rpc import status_pb2
 
 from .config import ServeConfig
-from .errors import status_for
+from .errors import InvalidArgument, RequestTooLarge, status_for
 from .http_routes import Route, routes
 from .servicer import GenerationServicer
 
@@ -63,14 +63,27 @@ class CallAborted(Exception):
 
 
 class HttpCall:
-    """What the call gate and the servicer ask of a gRPC context, answered from an HTTP request."""
+    """What the call gate and the servicer ask of a gRPC context, answered from an HTTP request.
 
-    __slots__ = ("_deadline", "_metadata")
+    ``read`` is the gate's, called once the call is admitted: a client without the token, or one
+    over the call limit, is refused before its body is read (as on gRPC)."""
 
-    def __init__(self, request: web.Request, deadline: float | None):
+    __slots__ = ("_deadline", "_metadata", "_request", "_route")
+
+    def __init__(self, route: Route, request: web.Request, deadline: float | None):
         token = request.headers.get("Authorization")
         self._metadata = (("authorization", token),) if token is not None else ()
         self._deadline = deadline
+        self._route, self._request = route, request
+
+    async def read(self) -> Message:
+        """The request message, from the body, query string and path."""
+        try:
+            return await request_message(self._route, self._request)
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise RequestTooLarge(exc.text or "the request body is too large") from None
+        except (json_format.ParseError, ValueError) as exc:
+            raise InvalidArgument("request", str(exc)) from None
 
     def invocation_metadata(self):
         return self._metadata
@@ -178,19 +191,17 @@ def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     return (exc.code, exc.message) if isinstance(exc, CallAborted) else status_for(exc)
 
 
-async def _answer(rpc: Callable, message: Message, call: HttpCall, deadline: float | None):
+async def _answer(rpc: Callable, call: HttpCall, deadline: float | None):
     try:
         async with _timeout(deadline):
-            response = await rpc(message, call)
+            response = await rpc(None, call)  # the gate reads the request through call.read()
     except Exception as exc:  # noqa: BLE001 - every error becomes a status
         return error_response(*_status_of(exc))
     return web.Response(text=to_json(response), content_type=JSON)
 
 
-async def _stream(
-    rpc: Callable, message: Message, call: HttpCall, deadline: float | None, request: web.Request
-):
-    items = rpc(message, call)
+async def _stream(rpc: Callable, call: HttpCall, deadline: float | None, request: web.Request):
+    items = rpc(None, call)
     response: web.StreamResponse | None = None
     try:
         async with _timeout(deadline):
@@ -220,13 +231,12 @@ def _handler(route: Route, rpc: Callable) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             deadline = _deadline(request)
-            message = await request_message(route, request)
-        except (json_format.ParseError, ValueError) as exc:
+        except json_format.ParseError as exc:
             return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        call = HttpCall(request, deadline)
+        call = HttpCall(route, request, deadline)
         if route.server_streaming:
-            return await _stream(rpc, message, call, deadline, request)
-        return await _answer(rpc, message, call, deadline)
+            return await _stream(rpc, call, deadline, request)
+        return await _answer(rpc, call, deadline)
 
     return handle
 

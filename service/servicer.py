@@ -26,8 +26,9 @@ class GenerationServicer(pb_grpc.GenerationServiceServicer):
     ):
         self.ops = operations
         # gRPC registers this instance's methods through gate.handlers (the gate reads the body).
-        # Another face passes parsed requests: with a gate, each method is replaced, on this
-        # instance, by the same method behind it (the HTTP face's instance, transport "http").
+        # Another face reads its own requests (its context's read() gives the parsed request once
+        # the gate admits the call): with a gate, each method is replaced, on this instance, by
+        # the same method behind it (the HTTP face's instance, transport "http").
         if gate is not None:
             for rpc in SERVICE.methods:
                 wrap = gate.streaming if rpc.server_streaming else gate.unary
