@@ -4,8 +4,10 @@
 
 Each family trains on random data in [-1, 1] (no data loading), batch 128, for a few warm-up steps
 and then ``--steps`` timed steps; the same loop as ``ganserve train`` (D step + G step). Results go
-to ``benchmarks/results/train_throughput.json``, with each family's speed relative to the 28×28
-conditional DCGAN at width 0.5 (the shipped model) so numbers from a busy machine still compare.
+to ``benchmarks/results/train_throughput.json``, with each family's speed relative to the shipped
+conditional DCGAN (width 1.0, projection D) so numbers from a busy machine still compare; beside
+it, the conditional recipes issue 11 compared (width 0.5, the full-resolution block, twice the
+width in G and D).
 """
 
 from __future__ import annotations
@@ -18,14 +20,29 @@ from pathlib import Path
 
 import torch
 
-from ganserve.training.config import Family, Loss, ModelConfig
+from ganserve.training.config import DConditioning, Family, GConditioning, Loss, ModelConfig
 from ganserve.training.models import build_gan, count_parameters
 from ganserve.training.trainer import discriminator_loss, generator_loss
 
+CGAN = dict(
+    family=Family.DCGAN, conditional=True, latent_dim=100, d_conditioning=DConditioning.PROJECTION
+)
 CASES = [
+    ("dcgan-cond w1.0 (shipped)", ModelConfig(**CGAN, width=1.0, d_width=1.0)),
+    ("dcgan-cond w0.5", ModelConfig(**CGAN, width=0.5, d_width=1.0)),
     (
-        "dcgan-cond w0.5 dw1.0 (shipped)",
-        ModelConfig(family=Family.DCGAN, conditional=True, latent_dim=100, width=0.5, d_width=1.0),
+        "dcgan-cond w0.5 both, full-res 32",
+        ModelConfig(
+            **CGAN,
+            width=0.5,
+            d_width=1.0,
+            g_conditioning=GConditioning.BOTH,
+            g_full_res_channels=32,
+        ),
+    ),
+    (
+        "dcgan-cond w2.0 dw2.0 both",
+        ModelConfig(**CGAN, width=2.0, d_width=2.0, g_conditioning=GConditioning.BOTH),
     ),
     ("dcgan-2d w0.5 (shipped)", ModelConfig(family=Family.DCGAN, latent_dim=2, width=0.5)),
     ("dcgan w1.0 (study A)", ModelConfig(family=Family.DCGAN, latent_dim=2, width=1.0)),
