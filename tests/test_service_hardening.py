@@ -337,7 +337,7 @@ def test_unauthenticated_60_mb_messages_are_refused_before_they_are_read(tiny_re
     """16 clients without the token each send a 60 MB message at once, three times on the same
     connections: all are refused UNAUTHENTICATED and the server's RSS, sampled every millisecond,
     never grows by 20 MB (+6 to +8 here). It read 960 MB a round before the gate; with gRPC's BDP
-    probing the receive windows grew: +28 to +46 MB here over three rounds, +141 MB on CI in one."""
+    probing the receive windows grew: +28 to +36 MB here over three rounds, +141 MB on CI in one."""
     env = {"TEST_HARDENING_TOKEN": "0123456789abcdef"}
     flags = ("--models", str(tiny_repo), "--auth-token-env", "TEST_HARDENING_TOKEN")
     with served(*flags, env=env) as (address, pid):
