@@ -125,7 +125,7 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "receive_window.json"
     )
-    args = parser.parse_args()  # fmt: skip
+    args = parser.parse_args()
     os.environ[TOKEN_ENV] = "receive-window-benchmark"
     flags = ("--auth-token-env", TOKEN_ENV)
     results: dict[str, dict[str, list]] = {variant: {} for variant in ENTRIES}
@@ -136,12 +136,22 @@ def main() -> None:
                 row.setdefault("refused_uploads_peak_mb", []).append(
                     round(refused_uploads_peak_mb(service), 1)
                 )
-                level = load(service.address, MODEL, args.seconds, service.pid,
-                             concurrency=(32,), token=os.environ[TOKEN_ENV])  # fmt: skip
+                level = load(
+                    service.address,
+                    MODEL,
+                    args.seconds,
+                    service.pid,
+                    concurrency=(32,),
+                    token=os.environ[TOKEN_ENV],
+                )
                 row.setdefault("single_image_calls_per_s", []).append(round(level["rpc_per_s"], 1))
                 row.setdefault("server_cpu_us_per_call", []).append(level["server_cpu_us_per_call"])
                 row.setdefault("bulk_256_raw_ms", []).append(round(bulk_latency_ms(service), 1))
-            print(f"round {round_ + 1} {variant}: " + ", ".join(f"{k} {v[-1]}" for k, v in row.items()), flush=True)  # fmt: skip
+            print(
+                f"round {round_ + 1} {variant}: "
+                + ", ".join(f"{k} {v[-1]}" for k, v in row.items()),
+                flush=True,
+            )
     fixed, grown = results["fixed_1mib"], results["bdp_grown"]
     results["ratios_fixed_to_grown"] = {
         key: round(statistics.median(fixed[key]) / statistics.median(grown[key]), 3)
