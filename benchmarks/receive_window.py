@@ -88,13 +88,15 @@ def refused_uploads_peak_mb(service: Service) -> float:
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    with ThreadPoolExecutor(16) as pool:
-        for _ in range(3):
-            list(pool.map(send, channels))
-    sampling.clear()
-    sampler.join()
-    for channel in channels:
-        channel.close()
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            for _ in range(3):
+                list(pool.map(send, channels))
+    finally:  # an answered call ends the run instead of leaving the sampler looping
+        sampling.clear()
+        sampler.join()
+        for channel in channels:
+            channel.close()
     return max(samples) - baseline
 
 
